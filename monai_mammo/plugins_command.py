@@ -1,0 +1,32 @@
+"""``monai-mammo plugins``: what was loaded, from which distribution, with which hooks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from monai_mammo import registry
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    plugins = registry.list_plugins()
+    components = registry.get_registry().describe_components()
+    if args.json:
+        print(json.dumps({"plugins": plugins, "components": components}, indent=2))
+        return 0
+    print("Plugins:")
+    for plugin in plugins:
+        hooks = ", ".join(plugin["hooks"]) or "-"
+        line = f"  {plugin['name']:<20} {plugin['distribution']} {plugin['version']:<10} {plugin['status']:<7} hooks: {hooks}"
+        print(line)
+        if plugin["error"]:
+            print(f"  {'':<20} error: {plugin['error']}")
+    for kind, entries in components.items():
+        print(f"\n{kind.capitalize()}s:")
+        for entry in entries:
+            print(f"  {entry['name']:<28} [{entry['plugin']}] {entry['description']}")
+    return 0

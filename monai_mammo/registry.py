@@ -1,0 +1,315 @@
+"""The component registry: losses, compositors and metrics contributed by plugins, picked by name.
+
+Plugins are modules exposed under the entry-point group ``monai_mammo`` (see
+:mod:`monai_mammo.hookspecs`). monai-mammo's own components come in through the same group, as the
+entry point ``builtin``. Bundle configs build components by name::
+
+    loss:
+      _target_: monai_mammo.registry.build_loss
+      name: ttest
+      beta: 0.8
+
+so ``--loss#name <another>`` swaps in any installed plugin's loss.
+
+Set ``MONAI_MAMMO_PLUGINS`` to a comma-separated list of entry-point names to load only those
+third-party plugins (the built-ins always load); set it to an empty string to load none. Plugins
+that fail to import, or whose hooks fail pluggy's validation, are skipped with a warning and shown
+as failed by ``monai-mammo plugins``.
+
+Example::
+
+    >>> from monai_mammo import registry
+    >>> "weighted_bce" in registry.list_components()["loss"]
+    True
+    >>> loss = registry.build_loss("weighted_bce")
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+import pluggy
+
+from monai_mammo import hookspecs
+from monai_mammo.hookspecs import Component
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
+PLUGINS_ENV_VAR = "MONAI_MAMMO_PLUGINS"
+BUILTIN_PLUGIN = "builtin"
+
+#: component kind -> the hook that registers it
+KIND_HOOKS: dict[str, str] = {
+    "loss": "register_losses",
+    "compositor": "register_compositors",
+    "metric": "register_metrics",
+}
+
+
+class ComponentNotFoundError(KeyError):
+    """No component of this kind has the requested name."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class DuplicateComponentError(RuntimeError):
+    """Two plugins registered a component of the same kind under the same name."""
+
+
+@dataclass
+class PluginRecord:
+    """What the registry knows about one entry point: where it came from and whether it loaded."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    hooks: list[str] = field(default_factory=list)
+    status: str = "loaded"
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "hooks": list(self.hooks),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class RegisteredComponent:
+    """A component together with the plugin and distribution that registered it."""
+
+    kind: str
+    component: Component
+    plugin: str
+    distribution: str
+
+
+class ComponentRegistry:
+    """Loads plugins from entry points and indexes their components by kind and name.
+
+    Args:
+        entry_points: the entry points to load; default: those of the group ``monai_mammo``.
+        allowed: names of third-party plugins to load (built-ins always load); ``None`` loads all.
+            Default: read from ``MONAI_MAMMO_PLUGINS``.
+    """
+
+    def __init__(
+        self,
+        entry_points: list[metadata.EntryPoint] | None = None,
+        allowed: set[str] | None = None,
+    ) -> None:
+        self.plugin_manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.plugin_manager.add_hookspecs(hookspecs)
+        self.plugins: list[PluginRecord] = []
+        self._components: dict[str, dict[str, RegisteredComponent]] | None = None
+        if entry_points is None:
+            entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        if allowed is None:
+            allowed = allowed_plugins_from_env()
+        for entry_point in sorted(entry_points, key=lambda ep: ep.name):
+            if allowed is not None and entry_point.name != BUILTIN_PLUGIN and entry_point.name not in allowed:
+                continue
+            self._load(entry_point)
+
+    def _load(self, entry_point: metadata.EntryPoint) -> None:
+        dist = entry_point.dist
+        record = PluginRecord(
+            name=entry_point.name,
+            distribution=dist.name if dist is not None else "?",
+            version=dist.version if dist is not None else "?",
+            module=entry_point.value,
+        )
+        self.plugins.append(record)
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            self._fail(record, f"import failed: {type(exc).__name__}: {exc}")
+            return
+        try:
+            self.plugin_manager.register(plugin, name=entry_point.name)
+        except pluggy.PluginValidationError as exc:
+            self._fail(record, f"invalid hook implementation: {exc}")
+            return
+        except ValueError as exc:  # pluggy: plugin name or object already registered
+            self._fail(record, str(exc))
+            return
+        record.hooks = sorted(impl.name for impl in self.plugin_manager.get_hookcallers(plugin) or [])
+        unknown = self._unknown_hooks(plugin)
+        if unknown:
+            self.plugin_manager.unregister(plugin)
+            record.hooks = []
+            known = ", ".join(sorted(KIND_HOOKS.values()))
+            self._fail(record, f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {known}")
+
+    def _unknown_hooks(self, plugin: object) -> list[str]:
+        """Hook implementations with no matching spec (usually a misspelled hook name)."""
+        unknown = []
+        for hook_caller in self.plugin_manager.get_hookcallers(plugin) or []:
+            if not hook_caller.has_spec():
+                unknown.append(hook_caller.name)
+        return sorted(unknown)
+
+    @staticmethod
+    def _fail(record: PluginRecord, reason: str) -> None:
+        record.status = "failed"
+        record.error = reason
+        warnings.warn(
+            f"monai-mammo plugin {record.name!r} (distribution {record.distribution} {record.version}) "
+            f"was skipped: {reason}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+    @property
+    def components(self) -> dict[str, dict[str, RegisteredComponent]]:
+        """``{kind: {name: RegisteredComponent}}``, collected on first use."""
+        if self._components is None:
+            self._components = self._collect()
+        return self._components
+
+    def _collect(self) -> dict[str, dict[str, RegisteredComponent]]:
+        records = {record.name: record for record in self.plugins}
+        table: dict[str, dict[str, RegisteredComponent]] = {kind: {} for kind in KIND_HOOKS}
+        for kind, hook_name in KIND_HOOKS.items():
+            hook = getattr(self.plugin_manager.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                record = records[impl.plugin_name]
+                for component in impl.function() or []:
+                    if not isinstance(component, Component):
+                        raise TypeError(
+                            f"plugin {record.name!r} ({record.distribution}) returned {component!r} from "
+                            f"{hook_name}; expected monai_mammo.hookspecs.Component"
+                        )
+                    previous = table[kind].get(component.name)
+                    if previous is not None:
+                        raise DuplicateComponentError(
+                            f"{kind} {component.name!r} is registered twice: by plugin {previous.plugin!r} "
+                            f"(distribution {previous.distribution}) and by plugin {record.name!r} "
+                            f"(distribution {record.distribution})"
+                        )
+                    table[kind][component.name] = RegisteredComponent(kind, component, record.name, record.distribution)
+        return table
+
+    def get(self, kind: str, name: str) -> Callable[..., Any]:
+        """Return the factory of component ``name`` of ``kind``, importing it if it is a path."""
+        if kind not in KIND_HOOKS:
+            raise ValueError(f"unknown component kind {kind!r}; known kinds: {', '.join(KIND_HOOKS)}")
+        registered = self.components[kind].get(name)
+        if registered is None:
+            known = ", ".join(sorted(self.components[kind])) or "(none)"
+            raise ComponentNotFoundError(f"no {kind} named {name!r}; known {kind} names: {known}")
+        return resolve_factory(registered.component.factory, f"{kind} {name!r} of plugin {registered.plugin!r}")
+
+    def build(self, kind: str, name: str, **kwargs: Any) -> Any:
+        """Build component ``name`` of ``kind`` with ``kwargs``."""
+        return self.get(kind, name)(**kwargs)
+
+    def list_components(self) -> dict[str, list[str]]:
+        return {kind: sorted(names) for kind, names in self.components.items()}
+
+    def describe_components(self) -> dict[str, list[dict[str, str]]]:
+        """Name, description and origin of every component, by kind."""
+        return {
+            kind: [
+                {
+                    "name": name,
+                    "description": entry.component.description,
+                    "plugin": entry.plugin,
+                    "distribution": entry.distribution,
+                }
+                for name, entry in sorted(entries.items())
+            ]
+            for kind, entries in self.components.items()
+        }
+
+
+def allowed_plugins_from_env() -> set[str] | None:
+    """Names in ``MONAI_MAMMO_PLUGINS``; ``None`` when it is unset (load every plugin)."""
+    value = os.environ.get(PLUGINS_ENV_VAR)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+def resolve_factory(factory: Callable[..., Any] | str, what: str) -> Callable[..., Any]:
+    """Return ``factory`` itself, or import it when it is a ``"module:attribute"`` path."""
+    if callable(factory):
+        return factory
+    module_name, _, attribute = factory.partition(":")
+    if not attribute:
+        raise ValueError(f"{what}: factory path {factory!r} must look like 'package.module:attribute'")
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(f"{what}: cannot import factory {factory!r}: {exc}") from exc
+    return target
+
+
+_registry: ComponentRegistry | None = None
+
+
+def get_registry() -> ComponentRegistry:
+    """The process-wide registry, loaded on first use."""
+    global _registry
+    if _registry is None:
+        _registry = ComponentRegistry()
+    return _registry
+
+
+def reset_registry() -> None:
+    """Forget the loaded plugins; the next call loads them again (after installs or env changes)."""
+    global _registry
+    _registry = None
+
+
+def get_loss(name: str) -> Callable[..., Any]:
+    """Factory of the loss ``name``."""
+    return get_registry().get("loss", name)
+
+
+def get_compositor(name: str) -> Callable[..., Any]:
+    """Factory of the compositor ``name``."""
+    return get_registry().get("compositor", name)
+
+
+def get_metric(name: str) -> Callable[..., Any]:
+    """Factory of the metric ``name``."""
+    return get_registry().get("metric", name)
+
+
+def build_loss(name: str, **kwargs: Any) -> Any:
+    """Build the loss ``name``, e.g. ``build_loss("ttest", beta=0.8)``."""
+    return get_registry().build("loss", name, **kwargs)
+
+
+def build_compositor(name: str, **kwargs: Any) -> Any:
+    """Build the compositor ``name``, e.g. ``build_compositor("alpha_blend", sigma_scale=0.5)``."""
+    return get_registry().build("compositor", name, **kwargs)
+
+
+def build_metric(name: str, **kwargs: Any) -> Any:
+    """Build the metric ``name``, e.g. ``build_metric("froc", radius_mm=1.0)``."""
+    return get_registry().build("metric", name, **kwargs)
+
+
+def list_components() -> dict[str, list[str]]:
+    """``{kind: [names]}`` of every loaded component."""
+    return get_registry().list_components()
+
+
+def list_plugins() -> list[dict[str, Any]]:
+    """One dict per plugin: name, distribution, version, module, hooks, status and error."""
+    return [record.as_dict() for record in get_registry().plugins]
