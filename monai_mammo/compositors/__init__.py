@@ -1,0 +1,1 @@
+"""monai_mammo.compositors (modules are imported by name; this package stays import-light)."""

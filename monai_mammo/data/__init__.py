@@ -1,0 +1,1 @@
+"""monai_mammo.data (modules are imported by name; this package stays import-light)."""

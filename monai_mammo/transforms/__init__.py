@@ -1,0 +1,1 @@
+"""monai_mammo.transforms (modules are imported by name; this package stays import-light)."""
