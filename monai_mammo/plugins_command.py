@@ -7,6 +7,8 @@ import json
 
 from monai_mammo import registry
 
+KIND_TITLES = {"loss": "Losses", "compositor": "Compositors", "metric": "Metrics"}
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -21,12 +23,12 @@ def run(args: argparse.Namespace) -> int:
     print("Plugins:")
     for plugin in plugins:
         hooks = ", ".join(plugin["hooks"]) or "-"
-        line = f"  {plugin['name']:<20} {plugin['distribution']} {plugin['version']:<10} {plugin['status']:<7} hooks: {hooks}"
-        print(line)
+        origin = f"{plugin['distribution']} {plugin['version']}"
+        print(f"  {plugin['name']:<16} {origin:<28} {plugin['status']:<7} hooks: {hooks}")
         if plugin["error"]:
             print(f"  {'':<20} error: {plugin['error']}")
     for kind, entries in components.items():
-        print(f"\n{kind.capitalize()}s:")
+        print(f"\n{KIND_TITLES.get(kind, kind)}:")
         for entry in entries:
             print(f"  {entry['name']:<28} [{entry['plugin']}] {entry['description']}")
     return 0
