@@ -1,0 +1,189 @@
+"""Tests for monai_mammo.inferers.candidates (ASN candidates, FPR scoring, back-mapping)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_mammo.inferers.breast_sliding_window import MaskedSlidingWindowInferer
+from monai_mammo.inferers.candidates import (
+    Candidates,
+    candidates_to_original,
+    extract_candidates,
+    extract_crops,
+    fpr_scores,
+    score_candidates,
+)
+from monai_mammo.transforms.geometry import compose_pixel_to_original, flip_matrix, scale_matrix
+
+
+def _two_blobs(noise: bool = True) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    m = rng.uniform(0.0, 0.3, size=(50, 60)) if noise else np.zeros((50, 60))
+    m[10:13, 20:23] = 1.0  # blob A: 3x3, centre 2.0 -> sum 10, area 9, centre (x=21, y=11)
+    m[11, 21] = 2.0
+    m[30, 5] = 1.0  # blob B: two pixels -> sum 4, area 2, centroid x=5.5, weighted x=5.75
+    m[30, 6] = 3.0
+    m[40, 40] = 0.6  # diagonal pair: one component with 8-connectivity, two with 4
+    m[41, 41] = 0.6
+    return m
+
+
+def test_two_blobs_exact_centres_sums_areas() -> None:
+    c = extract_candidates(_two_blobs(), threshold=0.4)
+    assert len(c) == 3
+    np.testing.assert_allclose(c.asn_score, [10.0, 4.0, 1.2])  # sorted by ASN score
+    np.testing.assert_array_equal(c.area, [9, 2, 2])
+    np.testing.assert_allclose(c.points, [[21.0, 11.0], [5.5, 30.0], [40.5, 40.5]])
+    np.testing.assert_allclose(c.score, c.asn_score)
+    assert c.fpr_score is None
+
+
+def test_centre_modes() -> None:
+    w = extract_candidates(_two_blobs(), threshold=0.4, centre="weighted")
+    np.testing.assert_allclose(w.points[:2], [[21.0, 11.0], [5.75, 30.0]])
+    p = extract_candidates(_two_blobs(), threshold=0.4, centre="peak")
+    np.testing.assert_allclose(p.points[:2], [[21.0, 11.0], [6.0, 30.0]])
+    with pytest.raises(ValueError, match="centre"):
+        extract_candidates(_two_blobs(), centre="middle")
+
+
+def test_threshold_connectivity_cap_min_area() -> None:
+    m = _two_blobs()
+    high = extract_candidates(m, threshold=1.5)  # strictly greater: only the two peaks
+    np.testing.assert_allclose(high.asn_score, [3.0, 2.0])
+    np.testing.assert_allclose(high.points, [[6.0, 30.0], [21.0, 11.0]])
+    assert len(extract_candidates(m, threshold=3.0)) == 0  # nothing strictly above the max
+    assert len(extract_candidates(m, threshold=0.4, connectivity=4)) == 4
+    capped = extract_candidates(m, threshold=0.4, max_candidates=1)
+    np.testing.assert_allclose(capped.asn_score, [10.0])
+    big = extract_candidates(m, threshold=0.4, min_area=3)
+    np.testing.assert_array_equal(big.area, [9])
+    noisy = extract_candidates(m, threshold=0.0)  # all of the (positive) noise joins into one component
+    assert len(noisy) == 1 and noisy.area[0] == 50 * 60
+
+
+def test_mask_and_quantile_threshold() -> None:
+    m = _two_blobs()
+    mask = np.ones_like(m, dtype=bool)
+    mask[25:, :] = False  # hides blob B and the diagonal pair
+    c = extract_candidates(torch.from_numpy(m)[None, None], mask=torch.from_numpy(mask)[None], threshold=0.4)
+    np.testing.assert_allclose(c.asn_score, [10.0])
+    ramp = np.arange(100, dtype=np.float64).reshape(10, 10)
+    q = extract_candidates(ramp, threshold=0.9, threshold_mode="quantile")  # np.quantile -> 89.1
+    np.testing.assert_array_equal(q.area, [10])
+    np.testing.assert_allclose(q.asn_score, [sum(range(90, 100))])
+    np.testing.assert_allclose(q.points, [[4.5, 9.0]])
+    qm = extract_candidates(ramp, mask=ramp < 50, threshold=0.9, threshold_mode="quantile")  # quantile of 0..49 = 44.1
+    np.testing.assert_allclose(qm.asn_score, [sum(range(45, 50))])
+    with pytest.raises(ValueError, match="quantile"):
+        extract_candidates(ramp, threshold=1.5, threshold_mode="quantile")
+
+
+def test_bad_maps_raise() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        extract_candidates(np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        extract_candidates(np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match="mask shape"):
+        extract_candidates(np.zeros((4, 4)), mask=np.ones((4, 5)))
+    assert len(extract_candidates(np.zeros((4, 4)))) == 0
+
+
+def test_crops_centre_and_border_padding() -> None:
+    img = torch.arange(100, dtype=torch.float32).reshape(10, 10)  # value = 10 * row + col
+    crops = extract_crops(img, [[5.0, 4.0], [0.0, 0.0]], crop_size=4)
+    assert crops.shape == (2, 1, 4, 4)
+    assert crops[0, 0, 2, 2] == 45  # the candidate pixel sits at index S // 2
+    torch.testing.assert_close(crops[0, 0], img[2:6, 3:7])
+    corner = crops[1, 0]
+    assert torch.all(corner[:2, :] == 0) and torch.all(corner[:, :2] == 0)  # zero padding
+    torch.testing.assert_close(corner[2:, 2:], img[:2, :2])
+    refl = extract_crops(img.numpy(), [[0.0, 0.0]], crop_size=4, padding_mode="reflect")[0, 0]
+    # rows -2, -1, 0, 1 -> 2, 1, 0, 1 (mirror without repeating the edge)
+    torch.testing.assert_close(refl[:, 2], torch.tensor([20.0, 10.0, 0.0, 10.0]))
+    rep = extract_crops(img, [[9.0, 9.0]], crop_size=4, padding_mode="replicate")[0, 0]
+    torch.testing.assert_close(rep[3], torch.tensor([97.0, 98.0, 99.0, 99.0]))
+    assert extract_crops(img, np.zeros((0, 2)), crop_size=4).shape == (0, 1, 4, 4)
+
+
+class _CentreClassifier(torch.nn.Module):
+    """Fake FPR: logit = the crop's centre pixel; records input shapes."""
+
+    def __init__(self, two_class: bool = False) -> None:
+        super().__init__()
+        self.two_class = two_class
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.shapes.append(tuple(x.shape))
+        s = x.shape[-1] // 2
+        logit = x[:, :, s, s]  # (N, 1)
+        return torch.cat([torch.zeros_like(logit), logit], dim=1) if self.two_class else logit
+
+
+def test_score_candidates_final_is_asn_times_fpr() -> None:
+    img = np.zeros((64, 64), dtype=np.float32)
+    # 5x5 constant blocks, so a bilinear resize of the crop keeps the centre value
+    img[8:13, 8:13], img[48:53, 1:6] = 2.0, -1.0
+    cands = Candidates(x=[10.0, 3.0, 62.0], y=[10.0, 50.0, 1.0], asn_score=[1.0, 8.0, 4.0], area=[1, 2, 3])
+    clf = _CentreClassifier()
+    out = score_candidates(cands, img, clf, crop_size=56, batch_size=2)
+    assert clf.shapes == [(2, 1, 56, 56), (1, 1, 56, 56)]  # batched; border crops padded to full size
+    p = 1.0 / (1.0 + np.exp(-np.array([2.0, -1.0, 0.0])))
+    expected = {10.0: 1.0 * p[0], 3.0: 8.0 * p[1], 62.0: 4.0 * p[2]}
+    for x, f, s, a in zip(out.x, out.fpr_score, out.score, out.asn_score):
+        assert s == pytest.approx(expected[x]) and s == pytest.approx(a * f)
+    assert list(out.score) == sorted(out.score, reverse=True)
+    rec = out.to_records()[0]
+    assert set(rec) == {"x", "y", "score", "asn_score", "fpr_score", "area"}
+
+    two = _CentreClassifier(two_class=True)
+    out2 = score_candidates(cands, torch.from_numpy(img)[None, None], two, resize_to=112)
+    assert two.shapes == [(3, 1, 112, 112)]
+    np.testing.assert_allclose(np.sort(out2.fpr_score), np.sort(p), rtol=1e-5)  # softmax([0, z])[1] = sigmoid(z)
+
+
+def test_fpr_scores_activations() -> None:
+    z = torch.tensor([[0.0], [2.0]])
+    torch.testing.assert_close(fpr_scores(z), torch.sigmoid(z[:, 0]))
+    torch.testing.assert_close(fpr_scores(torch.tensor([0.3, 0.9]), activation="none"), torch.tensor([0.3, 0.9]))
+    three = torch.tensor([[0.0, 0.0, 0.0]])
+    torch.testing.assert_close(fpr_scores(three, positive_index=2), torch.tensor([1 / 3]))
+    with pytest.raises(ValueError):
+        fpr_scores(torch.zeros(2, 1), activation="relu")
+
+
+def test_points_back_to_original_through_resample_and_flip() -> None:
+    # Original 100 x 80 (W x H) -> resampled x0.5 to 50 x 40 -> left-right flipped.
+    meta: dict = {}
+    compose_pixel_to_original(meta, scale_matrix(0.5, 0.5))
+    compose_pixel_to_original(meta, flip_matrix(width=50))
+    cands = Candidates(x=[10.0, 49.0], y=[5.0, 0.0], asn_score=[1.0, 2.0], area=[1, 1])
+    out = candidates_to_original(cands, meta)
+    # undo flip: x = 49 - x; undo resample (pixel centres): x0 = (x + 0.5) / 0.5 - 0.5
+    np.testing.assert_allclose(out.points, [[78.5, 10.5], [0.5, 0.5]])
+    np.testing.assert_allclose(out.asn_score, cands.asn_score)
+    # the same with a hand-written matrix on a MetaTensor
+    hand = [[-2.0, 0.0, 98.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]]
+    mt = MetaTensor(torch.zeros(1, 40, 50), meta={"pixel_to_original": hand})
+    np.testing.assert_allclose(candidates_to_original(cands, mt).points, out.points)
+    np.testing.assert_allclose(candidates_to_original(cands, None).points, cands.points)
+
+
+def test_end_to_end_masked_residual_to_original() -> None:
+    """Inferer -> residual -> candidates -> original coordinates on a flipped image."""
+    img = torch.zeros(1, 1, 64, 48)
+    img[..., 20, 30] = 1.0  # one bright "µC"
+    mask = torch.zeros(1, 1, 64, 48, dtype=torch.bool)
+    mask[..., 8:56, 20:48] = True
+    blur = torch.nn.AvgPool2d(3, stride=1, padding=1)  # a "reconstruction" that removes dots
+    with torch.no_grad():
+        rec = MaskedSlidingWindowInferer(roi_size=32, overlap=0.25)(img, blur, mask=mask)
+    residual = (rec - img).abs() * mask
+    cands = extract_candidates(residual, mask=mask, threshold=0.5)
+    np.testing.assert_allclose(cands.points, [[30.0, 20.0]])
+    meta = compose_pixel_to_original({}, flip_matrix(width=48))  # image had been flipped
+    np.testing.assert_allclose(candidates_to_original(cands, meta).points, [[17.0, 20.0]])
