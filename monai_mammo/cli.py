@@ -15,6 +15,8 @@ from typing import Sequence
 #: subcommand -> (one-line help, module with configure_parser/run)
 COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("list loaded plugins and the components they register", "monai_mammo.plugins_command"),
+    "synth": ("generate deterministic synthetic phantoms (mammogram, roi, cxr) with a datalist", "monai_mammo.data.phantoms.command"),
+    "datalist": ("turn a public dataset into a MONAI datalist JSON", "monai_mammo.data.datalist_command"),
 }
 
 

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import math
 import random
 from typing import Any, Callable, Sequence
 
@@ -36,8 +37,23 @@ def _check_fractions(val_fraction: float, test_fraction: float, official: bool) 
         )
 
 
-def _take(patients: list[str], fraction: float) -> int:
-    return int(round(fraction * len(patients)))
+def _allocate(fraction: float, sizes: dict[int, int], capacity: dict[int, int],
+              tie_order: dict[int, float]) -> dict[int, int]:
+    """Patients per stratum for one split.
+
+    ``round(fraction * all patients)`` in total (half up), shared out over the strata by largest
+    remainder (Hamilton) of ``fraction * stratum size``, so a small stratum still gets its share;
+    ``capacity`` is what earlier splits left in each stratum, ties go by the seeded ``tie_order``.
+    """
+    target = min(int(math.floor(fraction * sum(sizes.values()) + 0.5)), sum(capacity.values()))
+    exact = {key: fraction * size for key, size in sizes.items()}
+    counts = {key: min(int(math.floor(value)), capacity[key]) for key, value in exact.items()}
+    order = sorted(sizes, key=lambda key: (-(exact[key] - math.floor(exact[key])), tie_order[key]))
+    while sum(counts.values()) < target:
+        for key in order:
+            if sum(counts.values()) < target and counts[key] < capacity[key]:
+                counts[key] += 1
+    return counts
 
 
 def split_by_patient(
@@ -102,12 +118,19 @@ def split_by_patient(
     strata: dict[int, list[str]] = collections.defaultdict(list)
     for patient in free:
         strata[patient_stratum(patient)].append(patient)
-    for key in sorted(strata):
-        patients = strata[key]
-        rng.shuffle(patients)
-        n_test = 0 if official is not None else _take(patients, test_fraction)
-        n_val = _take(patients, val_fraction)
-        for position, patient in enumerate(patients):
+    keys = sorted(strata)
+    for key in keys:
+        rng.shuffle(strata[key])
+    tie_order = {key: rng.random() for key in keys}
+    sizes = {key: len(strata[key]) for key in keys}
+    capacity = dict(sizes)
+    quotas = {}
+    for name, fraction in (("test", 0.0 if official is not None else test_fraction), ("validation", val_fraction)):
+        quotas[name] = _allocate(fraction, sizes, capacity, tie_order)
+        capacity = {key: capacity[key] - quotas[name][key] for key in keys}
+    for key in keys:
+        n_test, n_val = quotas["test"][key], quotas["validation"][key]
+        for position, patient in enumerate(strata[key]):
             if position < n_test:
                 assignment[patient] = "test"
             elif position < n_test + n_val:
