@@ -17,8 +17,8 @@ from monai_mammo.data.adapters import get_adapter, list_adapters
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=list_adapters(), help="which public dataset ROOT holds")
-    parser.add_argument("root", type=Path, help="the dataset's root folder as downloaded")
+    parser.add_argument("dataset", choices=list_adapters(), metavar="DATASET", help="which public dataset ROOT holds: " + ", ".join(list_adapters()))
+    parser.add_argument("root", type=Path, metavar="ROOT", help="the dataset's root folder as downloaded")
     parser.add_argument("--out", type=Path, required=True, help="datalist JSON to write (atomically)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the patient-wise split (default 0)")
     parser.add_argument("--val-fraction", type=float, default=0.1,
