@@ -17,6 +17,26 @@ def register_losses() -> list[Component]:
             "monai_mammo.losses.weighted_bce:BatchWeightedBCELoss",
             "BCE with per-batch positive/negative class weights (Kim et al., disease masks)",
         ),
+        Component(
+            "ttest",
+            "monai_mammo.losses.ttest:TTestLoss",
+            "ASN t-test loss on reconstruction residuals (Zhang et al. CVPR 2019, Eq. 6)",
+        ),
+        Component(
+            "mse_reconstruction",
+            "monai_mammo.losses.reconstruction:ReconstructionMSELoss",
+            "ASN ablation: plain MSE reconstruction, labels ignored (Zhang et al. Sec. 4.5)",
+        ),
+        Component(
+            "segmentation_ce",
+            "monai_mammo.losses.reconstruction:PixelSegmentationCELoss",
+            "ASN baseline: the U-Net as a µC segmenter with pixel cross-entropy (Zhang et al. Sec. 4.3)",
+        ),
+        Component(
+            "disentangle",
+            "monai_mammo.losses.disentangle:DisentangleLoss",
+            "DAB-Net Eq. 4: L1 mass + L1 glands reconstruction on composites + BCE on all samples",
+        ),
     ]
 
 
@@ -48,5 +68,10 @@ def register_metrics() -> list[Component]:
             "specificity_at_sensitivity",
             "monai_mammo.metrics.classification:SpecificityAtSensitivityMetric",
             "specificity at a fixed sensitivity operating point (Bakalo et al.)",
+        ),
+        Component(
+            "froc",
+            "monai_mammo.metrics.froc:PointFROCMetric",
+            "µC point FROC: recall at k false positives per image, hit radius in mm (Zhang et al. CVPR 2019)",
         ),
     ]
