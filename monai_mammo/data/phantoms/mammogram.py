@@ -290,7 +290,7 @@ def render_view(rng: np.random.Generator, plan: PatientPlan, view: str, opts: Ma
     gland *= breast_tissue
     # glandular volume fraction along the ray (never fully 0 or 1)
     # (+ a weak share of the same field everywhere: fat lobules and Cooper's ligaments also modulate)
-    volume = np.float32(0.05) + np.float32(0.45) * gland + np.float32(0.07) * texture * breast_tissue
+    volume = np.float32(0.05) + np.float32(0.45) * gland + np.float32(0.035) * texture * breast_tissue
     mu_local = MU_FAT + (MU_GLAND - MU_FAT) * volume
     atten = t_map * mu_local
     if pect is not None:
@@ -336,8 +336,10 @@ def render_view(rng: np.random.Generator, plan: PatientPlan, view: str, opts: Ma
         if body_mask.sum() == 0:
             continue
         depth = np.float32(spec["diameter_mm"] * rng.uniform(0.8, 1.0))
-        local_mu = mu_local[window]
-        delta = np.clip(body * depth * (MU_MASS - local_mu), 0.0, None)
+        # the mass displaces the tissue it grows in: fibroglandular tissue where the local glandular
+        # fraction is high, fat otherwise, so over dense tissue its contrast nearly vanishes
+        displaced_mu = MU_FAT + (MU_GLAND - MU_FAT) * gland[window]
+        delta = np.clip(body * depth * (MU_MASS - displaced_mu), 0.0, None)
         atten[window] += delta * inside[window]
         label = 2 if spec["malignant"] else 1
         mask_window = mask[window]
