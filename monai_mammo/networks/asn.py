@@ -104,7 +104,8 @@ class AnomalySeparationUNet(nn.Module):
         output_act: None (linear head, default) or "sigmoid" (reconstruction kept in [0, 1]).
         input_skip: if True the head predicts a correction added to the input, ``f = I + head``,
             so the network starts near the identity (faster on a CPU budget; not in the paper).
-            Default False.
+            Do not zero the head: at residual exactly 0 the L1 residual's subgradient is 0 and
+            training would not start. Default False.
         pad_mode: what to do when H or W is not a multiple of 8 (= 2**3): None (default) raises a
             ValueError naming the shape; "reflect" / "replicate" / "constant" pads bottom/right
             and crops the output back, so any size works.
