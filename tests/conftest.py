@@ -5,6 +5,17 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch):
+    """A registry loaded anew for the test (all plugins, no MONAI_MAMMO_PLUGINS), and forgotten after it."""
+    from monai_mammo import registry
+
+    monkeypatch.delenv(registry.PLUGINS_ENV_VAR, raising=False)
+    registry.reset_registry()
+    yield
+    registry.reset_registry()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", default=False, help="run tests marked slow")
 

@@ -12,12 +12,7 @@ from monai_mammo import registry
 pytest.importorskip("monai_mammo_extras", reason="pip install -e plugins/monai-mammo-extras")
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    monkeypatch.delenv(registry.PLUGINS_ENV_VAR, raising=False)
-    registry.reset_registry()
-    yield
-    registry.reset_registry()
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 def test_extras_components_are_listed_with_their_distribution():

@@ -10,12 +10,7 @@ from monai_mammo import cli, registry
 from tests.plugin_factory import make_plugin_distribution
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    monkeypatch.delenv(registry.PLUGINS_ENV_VAR, raising=False)
-    registry.reset_registry()
-    yield
-    registry.reset_registry()
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 def test_plugins_json_lists_plugins_and_components(capsys):

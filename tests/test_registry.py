@@ -8,12 +8,7 @@ from monai_mammo.registry import ComponentNotFoundError, ComponentRegistry, Dupl
 from tests.plugin_factory import LOSS_PLUGIN, make_plugin_distribution
 
 
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch):
-    monkeypatch.delenv(registry.PLUGINS_ENV_VAR, raising=False)
-    registry.reset_registry()
-    yield
-    registry.reset_registry()
+pytestmark = pytest.mark.usefixtures("fresh_registry")
 
 
 def test_builtins_register_through_the_entry_point_group():
