@@ -208,3 +208,51 @@ def map_keys_geometry(
 
 
 __all__ += ["map_keys_geometry"]
+
+
+# --------------------------------------------------------------------------- transform bookkeeping
+FORWARD_KEY = "forward"
+
+
+def record_forward(transform: Any, img: Any, forward: np.ndarray, **extra: Any) -> Any:
+    """Compose ``forward`` onto a MetaTensor's ``pixel_to_original`` and push an inverse record.
+
+    ``transform`` is the calling :class:`monai.transforms.InvertibleTransform`; the record (found
+    again by :func:`pop_forward`) holds the forward matrix and ``extra``. Non-MetaTensors pass through.
+    """
+    from monai.data import MetaTensor
+
+    if not isinstance(img, MetaTensor):
+        return img
+    compose_pixel_to_original(img.meta, forward)
+    return transform.push_transform(img, extra_info={FORWARD_KEY: np.asarray(forward).tolist(), **extra})
+
+
+def pop_forward(transform: Any, img: Any) -> tuple[np.ndarray, dict]:
+    """Pop the record pushed by :func:`record_forward`; returns (forward matrix, extra_info)."""
+    from monai.utils import TraceKeys
+
+    xform = transform.pop_transform(img)
+    info = dict(xform.get(TraceKeys.EXTRA_INFO, {}))
+    return np.asarray(info.pop(FORWARD_KEY), dtype=np.float64), info
+
+
+def peek_forward(transform: Any, img: Any) -> tuple[np.ndarray, dict]:
+    """Like :func:`pop_forward` without removing the record."""
+    from monai.utils import TraceKeys
+
+    xform = transform.get_most_recent_transform(img)
+    info = dict(xform.get(TraceKeys.EXTRA_INFO, {}))
+    return np.asarray(info.pop(FORWARD_KEY), dtype=np.float64), info
+
+
+def undo_forward(img: Any, forward: np.ndarray) -> Any:
+    """Compose the inverse of ``forward`` onto a MetaTensor's ``pixel_to_original`` (inverse pass)."""
+    from monai.data import MetaTensor
+
+    if isinstance(img, MetaTensor):
+        compose_pixel_to_original(img.meta, np.linalg.inv(np.asarray(forward, dtype=np.float64)))
+    return img
+
+
+__all__ += ["record_forward", "pop_forward", "peek_forward", "undo_forward"]
