@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -14,6 +16,19 @@ def fresh_registry(monkeypatch: pytest.MonkeyPatch):
     registry.reset_registry()
     yield
     registry.reset_registry()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite runs as two xdist workers on two cores: one intra-op thread each avoids the
+    # oversubscription that makes small-tensor training many times slower. Bundle subprocesses
+    # inherit the setting through the environment.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    except ImportError:
+        pass
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
