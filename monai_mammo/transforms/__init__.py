@@ -17,6 +17,24 @@ _EXPORTS: dict[str, str] = {
     "RadiographReadError": "io",
     "LoadRadiographd": "io",
     "spacing_of": "io",
+    # intensity
+    "ScaleToEightBitd": "intensity",
+    "OpticalDensityd": "intensity",
+    "ChestXrayNormalized": "intensity",
+    "DDSM_CALIBRATIONS": "intensity",
+    # spacing / orientation / breast
+    "ResampleToSpacingd": "spacing",
+    "CanonicalOrientationd": "orientation",
+    "chest_wall_side": "orientation",
+    "BreastMaskd": "breast",
+    "CropToBreastd": "breast",
+    "breast_mask": "breast",
+    "mask_bbox": "breast",
+    # sampling
+    "PositiveNegativePatchSamplerd": "sampling",
+    "BreastRegionTilerd": "sampling",
+    "tile_boxes": "sampling",
+    "crop_sample": "sampling",
     # geometry
     "points_to_original": "geometry",
     "boxes_to_original": "geometry",
