@@ -43,6 +43,8 @@ def default_pool_loader(item: Mapping[str, Any]) -> torch.Tensor:
 
 def _like(value: Any, reference: Any) -> Any:
     """``value`` converted to the container type of ``reference`` so composite and real collate."""
+    if isinstance(reference, MetaTensor):  # MetaTensor and Tensor do not collate together
+        return MetaTensor(torch.as_tensor(value, dtype=reference.dtype).reshape(reference.shape), meta=dict(reference.meta))
     if isinstance(reference, torch.Tensor):
         return torch.as_tensor(value, dtype=reference.dtype).reshape(reference.shape)
     if isinstance(reference, np.ndarray):
