@@ -147,8 +147,19 @@ def _silhouette(seed: int, size: tuple[int, int] = IMAGE_SIZE) -> torch.Tensor:
     return torch.from_numpy(np.clip(img, 0, 1).astype(np.float32))[None, None]
 
 
-def breast_mask(image: torch.Tensor) -> tuple[torch.Tensor, str]:
-    """Otsu + largest connected component + hole filling (METHODS.md section 1 preprocessing)."""
+def breast_mask(image: torch.Tensor, spacing_mm: float = 0.07) -> tuple[torch.Tensor, str]:
+    """Otsu + largest connected component + hole filling (METHODS.md section 1 preprocessing).
+
+    Uses ``monai_mammo.transforms.breast.breast_mask`` (the bundle's own) when present.
+    """
+    try:
+        from monai_mammo.transforms.breast import breast_mask as mm_breast_mask
+
+        m = np.asarray(mm_breast_mask(image[0], spacing=spacing_mm), dtype=bool)
+        if m.any():
+            return torch.from_numpy(m)[None, None], "monai_mammo.transforms.breast.breast_mask (Otsu + largest component)"
+    except ImportError:
+        pass
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
