@@ -1,0 +1,1 @@
+"""Engine glue for the bundles (batch preparation, loss adapters, cascade stages)."""
