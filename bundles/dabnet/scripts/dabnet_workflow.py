@@ -1,0 +1,301 @@
+"""DAB-Net bundle helpers: evaluation with bootstrap confidence intervals (overall and obscured-only
+AUC), repeated training, ROI inference (crops or full mammogram + boxes) and disentanglement PNGs.
+
+Loaded by the configs as ``dabnet_scripts`` (see ``configs/evaluate.yaml``) and by
+``benchmarks/dabnet_ablation.py``. Nothing here is method-specific library code; it orchestrates
+monai_mammo and MONAI components.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- metrics -------------------------------------------------------------------------------------
+def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties); NaN with one class."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def bootstrap_auc(
+    scores: Sequence[float], labels: Sequence[int], n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Any]:
+    """AUC with a percentile bootstrap confidence interval (cases resampled with replacement;
+    resamples with one class only are skipped)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(int)
+    auc = roc_auc(scores, labels)
+    result: dict[str, Any] = {"auc": auc, "n": int(len(labels)), "n_positive": int(labels.sum())}
+    if math.isnan(auc) or n_bootstrap <= 0:
+        result.update({"ci_low": float("nan"), "ci_high": float("nan"), "n_bootstrap": 0})
+        return result
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(int(n_bootstrap)):
+        index = rng.integers(0, len(labels), len(labels))
+        value = roc_auc(scores[index], labels[index])
+        if not math.isnan(value):
+            values.append(value)
+    tail = (1 - level) / 2 * 100
+    result.update(
+        {
+            "ci_low": float(np.percentile(values, tail)),
+            "ci_high": float(np.percentile(values, 100 - tail)),
+            "ci_level": level,
+            "n_bootstrap": len(values),
+        }
+    )
+    return result
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=float)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --- prediction / evaluation ---------------------------------------------------------------------
+@torch.no_grad()
+def predict(network: torch.nn.Module, dataloader: Iterable[Mapping[str, Any]], device: torch.device | str) -> dict[str, np.ndarray]:
+    """Malignancy probabilities, labels and obscured flags over a dataloader."""
+    network.eval()
+    probs, labels, obscured = [], [], []
+    for batch in dataloader:
+        logit = network(torch.as_tensor(batch["image"]).to(device))
+        probs.append(torch.sigmoid(logit).reshape(-1).float().cpu().numpy())
+        labels.append(torch.as_tensor(batch["label"]).reshape(-1).cpu().numpy())
+        flags = batch.get("obscured")
+        n = logit.shape[0]
+        obscured.append(np.zeros(n, bool) if flags is None else torch.as_tensor(flags).reshape(-1).cpu().numpy().astype(bool))
+    return {
+        "prob": np.concatenate(probs),
+        "label": np.concatenate(labels).astype(int),
+        "obscured": np.concatenate(obscured),
+    }
+
+
+def auc_metrics(predictions: Mapping[str, np.ndarray], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``{"overall": ..., "obscured": ..., "clear": ...}`` AUCs with bootstrap CIs."""
+    prob, label, obscured = predictions["prob"], predictions["label"], predictions["obscured"]
+    out = {"overall": bootstrap_auc(prob, label, n_bootstrap, seed)}
+    out["obscured"] = bootstrap_auc(prob[obscured], label[obscured], n_bootstrap, seed)
+    out["clear"] = bootstrap_auc(prob[~obscured], label[~obscured], n_bootstrap, seed)
+    return out
+
+
+def load_weights(network: torch.nn.Module, checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Load ``checkpoint`` (a state dict, or ``{"model": state_dict}``) with ``weights_only=True``."""
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"{checkpoint}: no trained model; run the `training` workflow first")
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]
+    network.load_state_dict(state)
+    return network
+
+
+def train_bundle(overrides: Mapping[str, Any], config_files: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+    """Run the bundle's training workflow in-process with ``overrides``; return its checkpoint path,
+    best validation AUC and wall time."""
+    from monai.bundle import ConfigWorkflow
+
+    files = [str(f) for f in (config_files or [BUNDLE_ROOT / "configs" / "train.yaml"])]
+    start = time.perf_counter()
+    workflow = ConfigWorkflow(
+        config_file=files,
+        meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
+        logging_file=str(BUNDLE_ROOT / "configs" / "logging.conf"),
+        workflow_type="train",
+        run_id="run",
+        **dict(overrides),
+    )
+    workflow.initialize()
+    workflow.run()
+    best = workflow.parser.get_parsed_content("validate#evaluator").state.best_metric
+    ckpt = os.path.join(workflow.parser.get_parsed_content("ckpt_dir"), "model.pt")
+    workflow.finalize()
+    return {"checkpoint": ckpt, "best_val_auc": float(best), "train_seconds": time.perf_counter() - start}
+
+
+def evaluate_bundle(
+    network: torch.nn.Module,
+    dataloader: Iterable[Mapping[str, Any]],
+    device: torch.device | str,
+    checkpoint: str | os.PathLike,
+    output_file: str | os.PathLike,
+    n_bootstrap: int = 1000,
+    repeats: int = 1,
+    repeat_overrides: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    eval_description: str = "",
+) -> dict[str, Any]:
+    """Evaluate the trained model (``repeats=1``) or retrain ``repeats`` times with seeds
+    ``seed .. seed+repeats-1`` and average (paper: mean of 10 runs); write ``metrics.json``."""
+    runs = []
+    if repeats <= 1:
+        load_weights(network, checkpoint, device)
+        runs.append({"checkpoint": str(checkpoint), "metrics": auc_metrics(predict(network, dataloader, device), n_bootstrap, seed)})
+    else:
+        out_dir = Path(output_file).parent
+        for k in range(int(repeats)):
+            overrides = {**dict(repeat_overrides or {}), "seed": seed + k, "ckpt_dir": str(out_dir / f"run_{k}")}
+            trained = train_bundle(overrides)
+            load_weights(network, trained["checkpoint"], device)
+            metrics = auc_metrics(predict(network, dataloader, device), n_bootstrap, seed)
+            runs.append({**trained, "seed": seed + k, "metrics": metrics})
+            print(f"run {k}: AUC {metrics['overall']['auc']:.4f}, obscured AUC {metrics['obscured']['auc']:.4f}")
+    summary: dict[str, Any] = {"description": eval_description, "repeats": len(runs), "runs": runs}
+    for subset in ("overall", "obscured", "clear"):
+        values = np.array([r["metrics"][subset]["auc"] for r in runs], dtype=np.float64)
+        summary[subset] = (
+            runs[0]["metrics"][subset]
+            if len(runs) == 1
+            else {"auc_mean": float(np.nanmean(values)), "auc_std": float(np.nanstd(values)), "aucs": values.tolist()}
+        )
+    write_json_atomic(output_file, summary)
+    key = "auc" if len(runs) == 1 else "auc_mean"
+    print(
+        f"DAB-Net test AUC {summary['overall'][key]:.4f} "
+        + (f"[{summary['overall']['ci_low']:.3f}, {summary['overall']['ci_high']:.3f}] " if len(runs) == 1 else "")
+        + f"obscured-only AUC {summary['obscured'][key]:.4f}; written to {output_file}"
+    )
+    return summary
+
+
+def phantom_eval_data(datalist_file: str | os.PathLike, splits: Sequence[str] = ("training", "validation", "test")) -> list[dict]:
+    """All real ROIs of a (different-seed) phantom set, for evaluation."""
+    from monai.data import load_decathlon_datalist
+
+    data: list[dict] = []
+    for split in splits:
+        data += load_decathlon_datalist(str(datalist_file), data_list_key=split)
+    return data
+
+
+# --- inference -------------------------------------------------------------------------------------
+def roi_items(
+    inputs: Sequence[Mapping[str, Any] | str], crop_scale: float = 2.0, min_crop: int = 32
+) -> list[dict[str, Any]]:
+    """Expand inputs into ROI items: a path or ``{"image": path}`` is a ROI crop; ``{"image": path,
+    "boxes": [[x0, y0, x1, y1], ...]}`` is a full image whose boxes are cropped as squares of side
+    ``crop_scale * max(w, h)`` centred on each box (clipped to the image), like the radiologists'
+    ROIs the model is trained on."""
+    items = []
+    for entry in inputs:
+        entry = {"image": entry} if isinstance(entry, (str, os.PathLike)) else dict(entry)
+        boxes = entry.get("boxes")
+        if not boxes:
+            items.append({"image": str(entry["image"]), "roi_box": None, "source": str(entry["image"])})
+            continue
+        for index, box in enumerate(boxes):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            if x1 <= x0 or y1 <= y0:
+                raise ValueError(f"{entry['image']}: box {index} {box} is empty or inverted ([x0, y0, x1, y1])")
+            side = max(min_crop, crop_scale * max(x1 - x0, y1 - y0))
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            items.append(
+                {
+                    "image": str(entry["image"]),
+                    "box": [x0, y0, x1, y1],
+                    "roi_box": [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2],
+                    "source": f"{entry['image']}#box{index}",
+                }
+            )
+    return items
+
+
+def load_roi(item: Mapping[str, Any]) -> torch.Tensor:
+    """Read an item's image (PNG/DICOM/NIfTI via monai_mammo's radiograph reader when available,
+    else MONAI's PIL reader), crop its ``roi_box`` if any, scale to [0, 1]; returns ``(1, H, W)``."""
+    path = item["image"]
+    try:
+        from monai_mammo.transforms.io import LoadRadiographd
+
+        image = LoadRadiographd(keys="image")({"image": path})["image"]
+    except ImportError:  # pragma: no cover - data layer absent
+        from monai.data import PILReader
+        from monai.transforms import LoadImage
+
+        image = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)(path)
+    image = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+    if image.ndim == 2:
+        image = image[None]
+    if item.get("roi_box") is not None:
+        height, width = image.shape[-2:]
+        x0, y0, x1, y1 = item["roi_box"]
+        c0, r0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
+        c1, r1 = min(width, int(math.ceil(x1))), min(height, int(math.ceil(y1)))
+        if c1 <= c0 or r1 <= r0:
+            raise ValueError(f"{path}: ROI {item['roi_box']} lies outside the {height}x{width} image")
+        image = image[:, r0:r1, c0:c1]
+    low, high = image.min(), image.max()
+    return (image - low) / (high - low).clamp(min=1e-8)
+
+
+@torch.no_grad()
+def infer_rois(
+    network: torch.nn.Module,
+    inputs: Sequence[Mapping[str, Any] | str],
+    checkpoint: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    spatial_size: Sequence[int],
+    device: torch.device | str = "cpu",
+    save_png: bool = False,
+    crop_scale: float = 2.0,
+) -> list[dict[str, Any]]:
+    """Probability of malignancy per ROI, written to ``output_dir/predictions.json``; with
+    ``save_png`` also ``<name>_disentangled.png`` (input | x̂_m | x̂_g) beside it."""
+    import torch.nn.functional as F
+
+    load_weights(network, checkpoint, device)
+    network.eval()
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    for index, item in enumerate(roi_items(inputs, crop_scale=crop_scale)):
+        roi = load_roi(item)
+        x = F.interpolate(roi[None], size=tuple(spatial_size), mode="bilinear", align_corners=False).to(device)
+        wants_png = save_png and getattr(network, "decoders", "none") != "none"
+        out = network(x, return_reconstructions=True) if wants_png else network(x)
+        logit = out["logit"] if isinstance(out, Mapping) else out
+        record = {"source": item["source"], "probability": float(torch.sigmoid(logit).reshape(-1)[0])}
+        if item.get("roi_box") is not None:
+            record.update({"box": item["box"], "roi_box": item["roi_box"]})
+        if wants_png:
+            from PIL import Image
+
+            panels = [x[0, 0]] + [
+                (out[k][0, 0] if out[k] is not None else torch.zeros_like(x[0, 0])) for k in ("rec_mass", "rec_glands")
+            ]
+            strip = torch.cat([p.clamp(0, 1) for p in panels], dim=1).cpu().numpy()
+            name = f"{index:04d}_{Path(item['image']).stem}_disentangled.png"
+            Image.fromarray((strip * 255).round().astype(np.uint8)).save(out_dir / name)
+            record["png"] = name
+        results.append(record)
+    write_json_atomic(out_dir / "predictions.json", results)
+    print(f"DAB-Net inference: {len(results)} ROI(s) -> {out_dir / 'predictions.json'}")
+    return results
