@@ -39,6 +39,8 @@ def build(use_composites: bool, args: argparse.Namespace):
         {
             "bundle_root": str(REPO / "bundles" / "dabnet"),
             "phantom#n": args.n,
+            "phantom#n_masses": args.pool,
+            "phantom#n_glands": args.pool,
             "phantom#size": args.size,
             "phantom#cache_dir": args.cache_dir,
             "spatial_size": [args.size, args.size],
@@ -59,7 +61,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed blocks per mode (median reported)")
     ap.add_argument("--iterations", type=int, default=6, help="training iterations per timed block")
     ap.add_argument("--size", type=int, default=64, help="ROI size (bundle default 64; paper 224)")
-    ap.add_argument("--n", type=int, default=400, help="phantom ROIs")
+    ap.add_argument("--n", type=int, default=1000, help="phantom ROIs (bundle default 1000)")
+    ap.add_argument("--pool", type=int, default=400, help="clear-mass and gland pool sizes (bundle default 400)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--ratio", type=float, default=0.3)
     ap.add_argument("--threads", type=int, default=1)

@@ -20,6 +20,8 @@ EVALUATE = "['bundles/dabnet/configs/train.yaml','bundles/dabnet/configs/evaluat
 def tiny(tmp: Path) -> list[str]:
     return [
         "--phantom#n", "20",
+        "--phantom#n_masses", "8",
+        "--phantom#n_glands", "8",
         "--phantom#size", "32",
         "--phantom#cache_dir", str(tmp / "phantoms"),
         "--spatial_size", "[32, 32]",
@@ -66,7 +68,8 @@ def test_train_evaluate_infer_through_monai_bundle(tmp_path):
     run_bundle(
         [
             "--config_file", "bundles/dabnet/configs/inference.yaml",
-            "--phantom#n", "20", "--phantom#size", "32", "--phantom#cache_dir", str(tmp_path / "phantoms"),
+            "--phantom#n", "20", "--phantom#n_masses", "8", "--phantom#n_glands", "8",
+            "--phantom#size", "32", "--phantom#cache_dir", str(tmp_path / "phantoms"),
             "--spatial_size", "[32, 32]", "--network_def#decoder_channels", "[4, 4, 4, 4, 4]",
             "--ckpt_dir", str(tmp_path / "models"), "--output_dir", str(tmp_path / "infer"),
         ]
@@ -80,9 +83,17 @@ def test_check_properties_and_data_override(tmp_path):
     from monai.bundle import ConfigWorkflow
 
     overrides = {k.lstrip("-"): v for k, v in zip(tiny(tmp_path)[::2], tiny(tmp_path)[1::2])}
-    workflow = ConfigWorkflow(config_file=str(BUNDLE / "configs" / "train.yaml"), workflow_type="train", **{
-        k: json.loads(v) if v.startswith("[") else v for k, v in overrides.items()
-    })
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    workflow = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.yaml"),
+        workflow_type="train",
+        **{k: value(v) for k, v in overrides.items()},
+    )
     workflow.initialize()
     assert workflow.check_properties() in (None, [])
     # MONAI Label's data override points at the same keys

@@ -69,6 +69,9 @@ class DABNet(nn.Module):
         decoder_channels: widths of the upsampling stages of each decoder (5 stages undo the 32x
             downsampling); default ``(128, 64, 32, 16, 16)``; doubled for ``"shared"``.
         dropout: dropout before the classifier's linear layer; default 0.0.
+        conv1_stride: stride of the 7x7 stem convolution; default 2 (He et al., the feature map is
+            1/32 of the input). 1 keeps fine margin detail of small ROIs (e.g. 64 x 64) at 4x the
+            encoder compute (map 1/16 of the input; the decoders then upsample 16x).
         pretrained: path of a local checkpoint for the encoder (a state dict of MONAI's 2D
             ``resnet34`` or of a DABNet, loaded with ``weights_only=True``); default ``None``
             (random init). Nothing is downloaded.
@@ -92,19 +95,22 @@ class DABNet(nn.Module):
         decoder_channels: Sequence[int] = (128, 64, 32, 16, 16),
         dropout: float = 0.0,
         pretrained: str | os.PathLike | None = None,
+        conv1_stride: int = 2,
     ) -> None:
         super().__init__()
         if decoders not in DECODER_MODES:
             raise ValueError(f"decoders must be one of {DECODER_MODES}, got {decoders!r}")
         if not decoder_channels:
             raise ValueError("decoder_channels must name at least one stage width")
+        if conv1_stride not in (1, 2):
+            raise ValueError(f"conv1_stride must be 1 or 2, got {conv1_stride}")
         self.in_channels = in_channels
         self.spatial_size = tuple(spatial_size) if spatial_size is not None else None
         self.decoders = decoders
         # He et al.'s stem (7x7, stride 2) so the map is 1/32 of the input and torchvision-like
         # checkpoints fit; MONAI's default stride 1 would cost 4x the compute.
         self.encoder = resnet34(
-            spatial_dims=2, n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2, feed_forward=False
+            spatial_dims=2, n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=conv1_stride, feed_forward=False
         )
         self.encoder.fc = None
         half = self.hidden_channels // 2
