@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--max-epochs", type=int, default=None, help="override train#max_epochs (default: bundle's)")
     parser.add_argument("--skip-train", action="store_true", help="reuse models already in <out-dir>/<variant>/models")
+    parser.add_argument("--reuse-existing", action="store_true", help="skip training a variant whose models/model.pt exists")
     parser.add_argument("--extra", nargs="*", default=[], help="more bundle overrides, e.g. --extra --fpr#epochs 1")
     args = parser.parse_args(argv)
     out = Path(args.out_dir)
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         common = ["--ckpt_dir", str(work / "models"), "--log_dir", str(work / "runs"), "--output_dir", str(work / "eval")]
         common += list(args.extra)
         train_s = None
-        if not args.skip_train:
+        reuse = args.reuse_existing and (work / "models" / "model.pt").is_file()
+        if not args.skip_train and not reuse:
             overrides = common + (["--train#max_epochs", str(args.max_epochs)] if args.max_epochs else [])
             print(f"[{name}] training ...", flush=True)
             train_s = _run(["training", "--config_file", _config_list(extra_cfgs, False), *overrides], work / "train.log")

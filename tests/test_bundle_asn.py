@@ -99,6 +99,7 @@ def _tiny_overrides(data: Path, work: Path) -> list[str]:
         "--fpr#input_size", "32",
         "--fpr#epochs", "1",
         "--fpr#max_negatives_per_image", "3",
+        "--fpr#batch_size", "4",
         "--candidates#threshold_mode", "quantile",
         "--candidates#threshold", "0.995",
     ]
