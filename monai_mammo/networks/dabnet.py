@@ -71,7 +71,7 @@ class DABNet(nn.Module):
         dropout: dropout before the classifier's linear layer; default 0.0.
         conv1_stride: stride of the 7x7 stem convolution; default 2 (He et al., the feature map is
             1/32 of the input). 1 keeps fine margin detail of small ROIs (e.g. 64 x 64) at 4x the
-            encoder compute (map 1/16 of the input; the decoders then upsample 16x).
+            encoder compute (map 1/16 of the input; the decoders' output is resized to the input).
         pretrained: path of a local checkpoint for the encoder (a state dict of MONAI's 2D
             ``resnet34`` or of a DABNet, loaded with ``weights_only=True``); default ``None``
             (random init). Nothing is downloaded.
