@@ -68,6 +68,7 @@ __all__ = [
     "DetectionsToLabeld",
     "SaveDetectionsd",
     "mine_fpr_samples",
+    "fpr_placeholder_samples",
     "save_fpr_checkpoint",
     "load_fpr_network",
     "load_network_weights",
@@ -864,6 +865,17 @@ def mine_fpr_samples(
     if n_pos == 0 or n_neg == 0:
         warnings.warn(f"FPR mining: only one class ({n_pos} positive, {n_neg} negative crops)", stacklevel=2)
     return samples
+
+
+def fpr_placeholder_samples(crop_size: int = 56) -> list[dict[str, torch.Tensor]]:
+    """Two blank crops (one per class): the FPR data when the FPR stage is disabled.
+
+    MONAI configs resolve every reference of an expression before evaluating it, so the FPR
+    trainer is built even when ``fpr#enabled`` is false; these stand in for the mined samples so
+    that no ASN inference is spent on a stage that will not run.
+    """
+    blank = torch.zeros(1, int(crop_size), int(crop_size))
+    return [{"image": blank.clone(), "label": torch.tensor([float(y)])} for y in (0, 1)]
 
 
 def save_fpr_checkpoint(network: FalsePositiveReductionClassifier, path: str | os.PathLike) -> str:
