@@ -786,7 +786,8 @@ def load_network_weights(network: torch.nn.Module, path: str | os.PathLike, devi
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
-    network.load_state_dict(obj)
+    target = network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
+    target.load_state_dict(obj)
     return network
 
 
