@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,9 +262,7 @@ class RadiographReader(ImageReader):
                         filename, f"truncated pixel data: {got} bytes, expected {expected} for {rows}x{cols}"
                     )
         try:
-            from pydicom.pixels import pixel_array
-
-            arr = pixel_array(ds)
+            arr = _pydicom_pixel_functions()[0](ds)
         except Exception as e:  # noqa: BLE001 - decoder errors (truncated codestream, missing plugin)
             tsname = getattr(ds.file_meta.get("TransferSyntaxUID"), "name", "unknown transfer syntax")
             raise RadiographReadError(
@@ -304,7 +302,7 @@ class RadiographReader(ImageReader):
         return arr, meta
 
     def _dicom_intensity(self, ds: Any, arr: np.ndarray, photometric: str, filename: str) -> np.ndarray:
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+        _, apply_modality_lut, apply_voi_lut = _pydicom_pixel_functions()
 
         lo, hi = _modality_range(ds)
         slope, intercept = ds.get("RescaleSlope", None), ds.get("RescaleIntercept", None)
@@ -514,6 +512,23 @@ def _laterality(ds: Any) -> str:
         if value in ("L", "R", "B", "U"):
             return value if value in ("L", "R") else ""
     return ""
+
+
+def _pydicom_pixel_functions() -> tuple[Callable[[Any], np.ndarray], Callable, Callable]:
+    """``(pixel_array, apply_modality_lut, apply_voi_lut)`` for the installed pydicom.
+
+    pydicom 3 moved them to ``pydicom.pixels``; MONAI Label 0.8.5 still needs pydicom < 3 (its
+    ``pydicom_seg`` dependency imports pydicom 2 internals), so both layouts are supported.
+    """
+    try:
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
+
+        def pixel_array(ds: Any) -> np.ndarray:
+            return ds.pixel_array
+
+    return pixel_array, apply_modality_lut, apply_voi_lut
 
 
 def _float_or_nan(value: Any) -> float:
