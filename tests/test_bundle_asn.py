@@ -274,7 +274,7 @@ def test_inference_coordinates_map_back_through_resampling_and_flip(tmp_path: Pa
     assert result["image_size"] == [h, w]
     assert abs(best["x"] - dot_x) <= 1.0 and abs(best["y"] - dot_y) <= 1.0, best
     assert best["fpr_score"] is None
-    # the MONAI Label label: uint8, original size, a disc at the dot
+    # the MONAI Label label: uint8, original size in MONAI's x-first (W, H) layout, a disc at the dot
     label = d["pred"]
-    assert label.dtype == torch.uint8 and tuple(label.shape) == (1, h, w)
-    assert label[0, dot_y, dot_x] == 1
+    assert label.dtype == torch.uint8 and tuple(label.shape) == (w, h)
+    assert label[dot_x, dot_y] == 1

@@ -36,6 +36,8 @@ _EXPORTS: dict[str, str] = {
     "tile_boxes": "sampling",
     "crop_sample": "sampling",
     # geometry
+    "RandMassCompositingd": "compositing",
+    "ToLabelAppLayoutd": "label_app",
     "points_to_original": "geometry",
     "boxes_to_original": "geometry",
     "compose_pixel_to_original": "geometry",
