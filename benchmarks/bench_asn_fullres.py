@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"    roi {s['roi']:>4}: {s['tiles_computed']:>4}/{s['tiles_total']:<4} tiles, {s['seconds']:.2f} s, "
                   f"peak RSS {fmt_b(s['peak_rss_bytes'])}")
     print(f"  memory method: {res['memory_method']}")
-    print(f"  (ours blends MONAI's own tiles: it cannot beat the tile ratio; on a shared CPU --threads 1 is steadier)")
+    print("  (ours blends MONAI's own tiles: it cannot beat the tile ratio; on a shared CPU --threads 1 is steadier)")
 
     if args.json_out:
         out_path = Path(args.json_out)

@@ -13,14 +13,6 @@ from monai_mammo.losses.ttest import TTestLoss
 from monai_mammo.networks.asn import AnomalySeparationUNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 IMAGE = torch.tensor([[0.0, 1.0, 0.2], [0.4, 0.0, 0.5]])[None, None]
 RECON = torch.tensor([[0.1, 0.5, 0.2], [0.1, 0.2, 0.5]])[None, None]
 POSITIVE = torch.tensor([[0, 1, 0], [1, 0, 0]])[None, None]

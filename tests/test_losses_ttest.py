@@ -10,15 +10,6 @@ from monai_mammo.losses.ttest import TTestLoss
 from monai_mammo.networks.asn import AnomalySeparationUNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: intra-op threads only add contention on the shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # d = f - I = [[0.1, -0.5, 0.0], [-0.3, 0.2, 0.0]]; positives at (0, 1) and (1, 0)
 IMAGE = torch.tensor([[0.0, 1.0, 0.2], [0.4, 0.0, 0.5]])[None, None]
 RECON = torch.tensor([[0.1, 0.5, 0.2], [0.1, 0.2, 0.5]])[None, None]

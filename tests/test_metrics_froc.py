@@ -164,7 +164,7 @@ def test_curve_agrees_with_monai() -> None:
 
 
 def test_registry_and_ignite_handler() -> None:
-    from ignite.engine import Engine, Events
+    from ignite.engine import Engine
     from monai.handlers import IgniteMetricHandler
 
     metric = registry.build_metric("froc", radius_mm=1.0)

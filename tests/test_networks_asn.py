@@ -22,15 +22,6 @@ from monai_mammo.networks.asn import (
 TINY = (4, 8, 8, 16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: intra-op threads only add contention on the shared 2-core machine
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_unet_output_shape_and_structure() -> None:
     net = AnomalySeparationUNet(channels=TINY)
     x = torch.rand(2, 1, 32, 48)

@@ -90,7 +90,6 @@ def test_dicom_tags_decode_and_monochrome1_inverted(dataset: tuple[Path, dict]) 
         seen_photometric.add(ds.PhotometricInterpretation)
         # breast tissue is brighter than air after MONOCHROME1 inversion
         _, presentation = read_back(path.parent / e["image"])
-        mask = np.asarray(Image.open(path.parent / e["coarse_mask"]))
         corner = presentation[-20:, :20] if e["laterality"] == "R" else presentation[-20:, -20:]
         assert np.median(presentation[256 - 20 : 256 + 20, 208 - 20 : 208 + 20]) > np.median(corner)
     assert len(seen_syntax) >= 2 and seen_photometric == {"MONOCHROME1", "MONOCHROME2"}

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from monai_mammo import cli, registry
+from monai_mammo import cli
 from tests.plugin_factory import make_plugin_distribution
 
 

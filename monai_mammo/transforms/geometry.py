@@ -25,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Hashable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -256,3 +256,18 @@ def undo_forward(img: Any, forward: np.ndarray) -> Any:
 
 
 __all__ += ["record_forward", "pop_forward", "peek_forward", "undo_forward"]
+
+
+def reference_key(data: Mapping, keys: Sequence[Hashable], ref_key: Hashable | None, owner: str) -> Hashable:
+    """The key whose image carries the geometry for a transform: ``ref_key`` when given, else the
+    first of ``keys`` present in ``data``.
+
+    Raises:
+        KeyError: naming ``owner`` (the transform) when none of ``keys`` is in ``data``.
+    """
+    if ref_key is not None:
+        return ref_key
+    for key in keys:
+        if key in data:
+            return key
+    raise KeyError(f"{owner}: none of the keys {tuple(keys)} is in the data (keys: {list(data)}).")

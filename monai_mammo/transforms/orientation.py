@@ -19,6 +19,7 @@ from monai_mammo.transforms.geometry import (
     peek_forward,
     pop_forward,
     record_forward,
+    reference_key,
     undo_forward,
 )
 
@@ -104,17 +105,9 @@ class CanonicalOrientationd(MapTransform, InvertibleTransform):
         self.laterality_key = laterality_key
         self.flipper = Flip(spatial_axis=1)  # spatial axes are (rows, columns): 1 = x
 
-    def _reference(self, d: Mapping) -> Hashable:
-        if self.ref_key is not None:
-            return self.ref_key
-        for k in self.keys:
-            if k in d:
-                return k
-        raise KeyError(f"CanonicalOrientationd: none of the keys {self.keys} is in the data (keys: {list(d)}).")
-
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        ref_key = self._reference(d)
+        ref_key = reference_key(d, self.keys, self.ref_key, "CanonicalOrientationd")
         ref = d[ref_key]
         lat = ref.meta.get("laterality", "") if isinstance(ref, MetaTensor) else ""
         if not lat and self.laterality_key is not None and isinstance(d.get(self.laterality_key), str):
@@ -135,7 +128,7 @@ class CanonicalOrientationd(MapTransform, InvertibleTransform):
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        forward, _ = peek_forward(self, d[self._reference(d)])
+        forward, _ = peek_forward(self, d[reference_key(d, self.keys, self.ref_key, "CanonicalOrientationd")])
         map_keys_geometry(d, np.linalg.inv(forward), self.point_keys, self.box_keys)
         for key in self.key_iterator(d):
             if not isinstance(d[key], MetaTensor):

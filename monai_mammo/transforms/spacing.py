@@ -16,6 +16,7 @@ from monai_mammo.transforms.geometry import (
     peek_forward,
     pop_forward,
     record_forward,
+    reference_key,
     scale_matrix,
     undo_forward,
 )
@@ -84,17 +85,9 @@ class ResampleToSpacingd(MapTransform, InvertibleTransform):
         self.spacing_key = spacing_key
         self.anti_aliasing = bool(anti_aliasing)
 
-    def _reference(self, d: Mapping) -> Hashable:
-        if self.ref_key is not None:
-            return self.ref_key
-        for k in self.keys:
-            if k in d:
-                return k
-        raise KeyError(f"ResampleToSpacingd: none of the keys {self.keys} is in the data (keys: {list(d)}).")
-
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        ref_key = self._reference(d)
+        ref_key = reference_key(d, self.keys, self.ref_key, "ResampleToSpacingd")
         ref = d[ref_key]
         meta = ref.meta if isinstance(ref, MetaTensor) else {}
         spacing = spacing_of(meta)
@@ -133,7 +126,7 @@ class ResampleToSpacingd(MapTransform, InvertibleTransform):
 
     def inverse(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        ref_key = self._reference(d)
+        ref_key = reference_key(d, self.keys, self.ref_key, "ResampleToSpacingd")
         forward, _ = peek_forward(self, d[ref_key])
         map_keys_geometry(d, np.linalg.inv(forward), self.point_keys, self.box_keys)
         for key in list(self.keys) + list(self.mask_keys):

@@ -53,7 +53,6 @@ from monai_mammo.data.adapters.datalist import (
     dataset_metadata,
     datalist_path,
     read_csv_rows,
-    round_coordinate,
 )
 from monai_mammo.data.adapters.split import split_by_patient
 
