@@ -105,14 +105,34 @@ def test_check_properties_and_data_override(tmp_path):
 
 
 def test_inference_crops_full_image_boxes(tmp_path):
-    sys.path.insert(0, str(BUNDLE / "scripts"))
-    import dabnet_workflow
+    import monai_mammo.engines.dabnet as mm_dabnet
 
-    items = dabnet_workflow.roi_items([{"image": "a.png", "boxes": [[10, 20, 30, 30]]}, "roi.png"], crop_scale=2.0)
+    items = mm_dabnet.roi_items([{"image": "a.png", "boxes": [[10, 20, 30, 30]]}, "roi.png"], crop_scale=2.0)
     assert items[0]["roi_box"] == [0.0, 5.0, 40.0, 45.0] and items[1]["roi_box"] is None
     with pytest.raises(ValueError, match="empty or inverted"):
-        dabnet_workflow.roi_items([{"image": "a.png", "boxes": [[10, 20, 5, 30]]}])
-    assert dabnet_workflow.roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+        mm_dabnet.roi_items([{"image": "a.png", "boxes": [[10, 20, 5, 30]]}])
+    assert mm_dabnet.roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("logit, expected", [(2.0, 2), (-2.0, 1)])
+def test_inference_postprocessing_gives_monai_label_layout(logit, expected):
+    """MONAI Label's bundle app runs inference.yaml's postprocessing and writes `pred` as a label:
+    a (W, H) uint8 label of the input's original size, 1 benign / 2 malignant."""
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
+    post = parser.get_parsed_content("postprocessing")
+    # MONAI's PILReader stores spatial_shape as (W, H) = (20, 30) for an image of H=30 rows, W=20 columns
+    image = MetaTensor(torch.rand(1, 32, 32), meta={"spatial_shape": (20, 30)})
+    out = post({"image": image, "pred": torch.tensor([logit])})
+    assert out["pred"].shape == (20, 30) and out["pred"].dtype == torch.uint8
+    assert set(torch.unique(out["pred"]).tolist()) == {expected}
+    assert tuple(out["image"].meta["spatial_shape"]) == (20, 30)
+    assert out["result"]["label"] == ("malignant" if expected == 2 else "benign")
+    assert out["result"]["malignancy_probability"] == pytest.approx(float(torch.sigmoid(torch.tensor(logit))))
 
 
 def test_third_party_compositor_swapped_in_by_one_override(tmp_path):

@@ -1,9 +1,13 @@
-"""DAB-Net bundle helpers: evaluation with bootstrap confidence intervals (overall and obscured-only
-AUC), repeated training, ROI inference (crops or full mammogram + boxes) and disentanglement PNGs.
+"""Glue between MONAI and the DAB-Net bundle (Wang et al., ICML 2022), used by ``bundles/dabnet``.
 
-Loaded by the configs as ``dabnet_scripts`` (see ``configs/evaluate.yaml``) and by
-``benchmarks/dabnet_ablation.py``. Nothing here is method-specific library code; it orchestrates
-monai_mammo and MONAI components.
+Wang et al., "Disentangling Disease-related Representation from Obscure for Disease Prediction",
+ICML 2022. Evaluation with bootstrap confidence intervals (overall and obscured-only AUC), repeated
+training, ROI inference (crops or full mammogram + boxes), disentanglement PNGs, and
+:class:`MalignancyToLabeld` (the per-ROI probability as a label image for MONAI Label).
+
+The bundle configs import it as ``$import monai_mammo.engines.dabnet as mm_dabnet`` and call
+``mm_dabnet.evaluate_bundle(...)``, ``mm_dabnet.infer_rois(...)`` etc. Nothing here is
+method-specific library code; it orchestrates monai_mammo and MONAI components.
 """
 
 from __future__ import annotations
@@ -19,9 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
 from scipy.stats import rankdata
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+# the bundle in this source tree (monai_mammo/engines/dabnet.py -> <repo>/bundles/dabnet), which
+# train_bundle() runs when a repeat retrains (as when this module lived in the bundle's scripts/)
+BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "dabnet"
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -299,3 +308,82 @@ def infer_rois(
     write_json_atomic(out_dir / "predictions.json", results)
     print(f"DAB-Net inference: {len(results)} ROI(s) -> {out_dir / 'predictions.json'}")
     return results
+
+
+# --- MONAI Label -----------------------------------------------------------------------------------
+class MalignancyToLabeld(MapTransform):
+    """The per-ROI malignancy probability of DAB-Net (Wang et al., ICML 2022) as a label image.
+
+    MONAI Label's stock bundle app handles a bundle as a segmentation model: it writes ``pred`` as a
+    label image of the input's size and returns ``data["result"]`` as the JSON part of the reply.
+    This transform fills a uint8 ``(1, H, W)`` label of the input's *original* spatial size with
+    1 (benign, ``p < threshold``) or 2 (malignant) and stores
+    ``d["result"] = {"malignancy_probability": p, "label": "benign" | "malignant"}``. Follow it
+    with ``monai_mammo.transforms.label_app.ToLabelAppLayoutd`` for the layout MONAI Label writes.
+
+    Example::
+
+        >>> image = MetaTensor(torch.zeros(1, 64, 64), meta={"spatial_shape": (40, 30)})  # read as W=40, H=30
+        >>> d = MalignancyToLabeld(keys="pred", ref_key="image")({"image": image, "pred": torch.tensor([0.8])})
+        >>> tuple(d["pred"].shape), int(d["pred"].max()), d["result"]["label"]
+        ((1, 30, 40), 2, 'malignant')
+
+    Args:
+        keys: the probability keys, each a one-element tensor (shape ``(1,)`` or ``(1, 1)``, after
+            the sigmoid).
+        ref_key: the input image key; the label gets the size in its ``meta["spatial_shape"]`` (the
+            size as read, before resizing), else its current spatial size. Default ``"image"``.
+        spatial_shape_order: ``"wh"`` (default) or ``"hw"``: the order of ``spatial_shape``. MONAI's
+            ``PILReader`` writes ``(W, H)`` (``img.size``) even with ``reverse_indexing=False``,
+            which the bundle uses for arrays ``(1, H, W)``; ``"hw"`` for readers that write rows first.
+        threshold: probabilities ``>= threshold`` are malignant. Default 0.5.
+        result_key: where the JSON result goes; default ``"result"`` (what MONAI Label returns).
+        allow_missing_keys: skip absent keys instead of raising.
+    """
+
+    BENIGN = 1
+    MALIGNANT = 2
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        ref_key: str = "image",
+        threshold: float = 0.5,
+        result_key: str = "result",
+        spatial_shape_order: str = "wh",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if spatial_shape_order not in ("wh", "hw"):
+            raise ValueError(f"MalignancyToLabeld: spatial_shape_order must be 'wh' or 'hw', got {spatial_shape_order!r}")
+        self.spatial_shape_order = spatial_shape_order
+        self.ref_key = ref_key
+        self.threshold = float(threshold)
+        self.result_key = result_key
+
+    def _spatial_shape(self, d: Mapping[Any, Any]) -> tuple[int, int]:
+        if self.ref_key not in d:
+            raise KeyError(f"MalignancyToLabeld: reference key {self.ref_key!r} not in the data ({list(d)})")
+        reference = d[self.ref_key]
+        shape = None
+        if isinstance(reference, MetaTensor) and reference.meta.get("spatial_shape") is not None:
+            shape = [int(v) for v in np.asarray(reference.meta["spatial_shape"]).reshape(-1)]
+            if len(shape) == 2 and self.spatial_shape_order == "wh":
+                shape = shape[::-1]
+        if shape is None or len(shape) != 2:
+            shape = [int(v) for v in reference.shape[-2:]]
+        return shape[0], shape[1]
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            prob = torch.as_tensor(d[key])
+            if prob.numel() != 1:
+                raise ValueError(f"{key}: expected one malignancy probability (shape (1,) or (1, 1)), got shape {tuple(prob.shape)}")
+            p = float(prob.reshape(-1)[0])
+            malignant = p >= self.threshold
+            height, width = self._spatial_shape(d)
+            value = self.MALIGNANT if malignant else self.BENIGN
+            d[key] = torch.full((1, height, width), value, dtype=torch.uint8)
+            d[self.result_key] = {"malignancy_probability": p, "label": "malignant" if malignant else "benign"}
+        return d
