@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from monai.transforms import MapTransform
 from scipy import ndimage
 from torch.nn.modules.loss import _Loss
 
+from monai_mammo.atomic_io import atomic_path, atomic_write_bytes
 from monai_mammo.inferers.candidates import (
     DEFAULT_THRESHOLD,
     Candidates,
@@ -49,7 +49,11 @@ from monai_mammo.inferers.candidates import (
     extract_crops,
     score_candidates,
 )
-from monai_mammo.networks.asn import CANDIDATE_MAP_MODES, FalsePositiveReductionClassifier, candidate_map
+from monai_mammo.networks.asn import (
+    CANDIDATE_MAP_MODES,
+    FalsePositiveReductionClassifier,
+    candidate_map,
+)
 from monai_mammo.transforms.geometry import as_points, get_pixel_to_original
 
 __all__ = [
@@ -659,19 +663,6 @@ class DetectionsToLabeld(MapTransform):
         return d
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class SaveDetectionsd(MapTransform):
     """Write ``<output_dir>/<image stem>.json`` per image (+ optional residual NIfTI and overlay PNG).
 
@@ -736,7 +727,7 @@ class SaveDetectionsd(MapTransform):
             "points": points,
         }
         path = self.output_dir / f"{stem}.json"
-        _atomic_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
+        atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
         d[self.json_key] = str(path)
         if self.map_key is not None and d.get(self.map_key) is not None:
             import nibabel as nib
@@ -772,7 +763,7 @@ class SaveDetectionsd(MapTransform):
 
         buf = io.BytesIO()
         canvas.save(buf, format="PNG")
-        _atomic_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------- FPR stage
@@ -890,14 +881,8 @@ def save_fpr_checkpoint(network: FalsePositiveReductionClassifier, path: str | o
         "resize_mode": str(network.resize_mode),
     }
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"config": config, "state_dict": state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     print(f"saved FPR classifier to {path}", flush=True)
     return str(path)
 

@@ -12,10 +12,8 @@ method-specific library code; it orchestrates monai_mammo and MONAI components.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +25,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 from scipy.stats import rankdata
+
+from monai_mammo.atomic_io import atomic_write_json
 
 # the bundle in this source tree (monai_mammo/engines/dabnet.py -> <repo>/bundles/dabnet), which
 # train_bundle() runs when a repeat retrains (as when this module lived in the bundle's scripts/)
@@ -74,17 +74,6 @@ def bootstrap_auc(
         }
     )
     return result
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, default=float)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
 
 
 # --- prediction / evaluation ---------------------------------------------------------------------
@@ -185,7 +174,7 @@ def evaluate_bundle(
             if len(runs) == 1
             else {"auc_mean": float(np.nanmean(values)), "auc_std": float(np.nanstd(values)), "aucs": values.tolist()}
         )
-    write_json_atomic(output_file, summary)
+    atomic_write_json(output_file, summary, default=float)
     key = "auc" if len(runs) == 1 else "auc_mean"
     print(
         f"DAB-Net test AUC {summary['overall'][key]:.4f} "
@@ -305,7 +294,7 @@ def infer_rois(
             Image.fromarray((strip * 255).round().astype(np.uint8)).save(out_dir / name)
             record["png"] = name
         results.append(record)
-    write_json_atomic(out_dir / "predictions.json", results)
+    atomic_write_json(out_dir / "predictions.json", results, default=float)
     print(f"DAB-Net inference: {len(results)} ROI(s) -> {out_dir / 'predictions.json'}")
     return results
 

@@ -39,8 +39,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -51,6 +49,8 @@ import torch
 from monai.metrics import CumulativeIterationMetric
 from monai.metrics.froc import compute_froc_score
 from monai.utils import evenly_divisible_all_gather
+
+from monai_mammo.atomic_io import atomic_write_bytes
 
 __all__ = [
     "PointFROCMetric",
@@ -422,23 +422,6 @@ def from_engine_points(
 # ----------------------------------------------------------------------------------------- writers
 
 
-def _atomic_write(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -456,7 +439,7 @@ def _json_safe(value: Any) -> Any:
 def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     """Write ``metrics`` as JSON atomically; non-finite numbers become null."""
     text = json.dumps(_json_safe(metrics), indent=2, sort_keys=False) + "\n"
-    return _atomic_write(path, text.encode("utf-8"))
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_froc_csv(path: str | Path, curve: Mapping[str, Sequence[float]]) -> Path:
@@ -466,7 +449,7 @@ def write_froc_csv(path: str | Path, curve: Mapping[str, Sequence[float]]) -> Pa
     writer.writerow(["threshold", "fps_per_image", "sensitivity"])
     for t, f, s in zip(curve["thresholds"], curve["fps_per_image"], curve["sensitivity"]):
         writer.writerow([repr(float(t)), repr(float(f)), repr(float(s))])
-    return _atomic_write(path, buffer.getvalue().encode("utf-8"))
+    return atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
 
 
 def plot_froc(
@@ -502,7 +485,7 @@ def plot_froc(
     fig.tight_layout()
     fig.savefig(buffer, format="png")
     plt.close(fig)
-    return _atomic_write(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_froc_report(

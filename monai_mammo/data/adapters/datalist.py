@@ -39,17 +39,17 @@ at the end. ``strict=True`` turns any recorded problem into a :class:`DatalistEr
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from monai_mammo.atomic_io import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -254,25 +254,10 @@ def datalist_path(path: str | os.PathLike, base_dir: str | os.PathLike | None) -
         return absolute
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_datalist(datalist: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a datalist as JSON atomically (temp file in the same folder, then ``os.replace``)."""
     path = Path(path)
-    _atomic_write_bytes(path, (json.dumps(datalist, indent=2) + "\n").encode("utf-8"))
+    atomic_write_json(path, datalist, indent=2)
     return path
 
 
@@ -287,7 +272,7 @@ def write_mask_png(mask: np.ndarray, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     Image.fromarray((np.asarray(mask) > 0).astype(np.uint8)).save(buffer, format="PNG", optimize=False)
     path = Path(path)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

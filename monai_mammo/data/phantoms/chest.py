@@ -305,7 +305,9 @@ def _sample_findings(rng: np.random.Generator, opts: ChestOptions) -> list[str]:
 def synthesize_chest(out_dir: str | Path, n: int, seed: int, **options: Any) -> Path:
     """Write ``n`` chest X-rays as ``images/*.png`` + ``Data_Entry_2017.csv`` +
     ``BBox_List_2017.csv`` (the release's formats) + ``datalist.json``."""
-    from ._io import GENERATOR_VERSION, atomic_write_bytes, split_groups, write_json, write_png
+    from monai_mammo.atomic_io import atomic_write_bytes
+
+    from ._io import GENERATOR_VERSION, split_groups, write_json, write_png
     from .mammogram import _jsonable
 
     opts = ChestOptions(**options)

@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    RLELossless,
+    generate_uid,
+)
+
+from monai_mammo.atomic_io import atomic_path
 
 __all__ = ["write_mammogram_dicom", "TRANSFER_SYNTAXES"]
 
@@ -133,9 +140,8 @@ def write_mammogram_dicom(
     if syntax != "explicit":
         # keep our deterministic SOP Instance UID (compress() would otherwise mint a random one)
         ds.compress(TRANSFER_SYNTAXES[syntax], stored, generate_instance_uid=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
     return path
 
 

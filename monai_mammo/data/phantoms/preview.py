@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from monai_mammo.atomic_io import atomic_path
+
 __all__ = ["write_preview"]
 
 _COLOURS = {1: (60, 220, 60), 2: (255, 60, 60), 3: (255, 230, 0)}
@@ -122,9 +124,7 @@ def write_preview(datalist: str | os.PathLike, out_png: str | os.PathLike, max_i
     for i, thumb in enumerate(thumbs):
         sheet.paste(thumb, ((i % columns) * cell_w, (i // columns) * height))
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    # an adaptive palette keeps the sheet small enough to live in the repository
-    sheet.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        # an adaptive palette keeps the sheet small enough to live in the repository
+        sheet.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(tmp, format="PNG", optimize=True)
     return out
