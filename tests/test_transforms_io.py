@@ -249,3 +249,13 @@ def test_error_is_valueerror_and_not_numpy_trace(tmp_path):
     p.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     with pytest.raises(ValueError, match=r"junk\.png: not a readable image"):
         load_strict(p)
+
+
+def test_spacing_of_reads_pairs_scalars_and_unknowns():
+    from monai_mammo.transforms.io import spacing_of
+
+    assert spacing_of({"spacing": [0.07, 0.1]}) == [0.07, 0.1]
+    assert spacing_of({"spacing": torch.tensor([0.05])}) == [0.05, 0.05]  # isotropic
+    assert spacing_of({"spacing": [float("nan"), float("nan")]}) is None
+    assert spacing_of({"spacing": [0.1, 0.1, 0.1]}) is None
+    assert spacing_of({}) is None

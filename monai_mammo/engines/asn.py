@@ -55,6 +55,7 @@ from monai_mammo.networks.asn import (
     candidate_map,
 )
 from monai_mammo.transforms.geometry import as_points, get_pixel_to_original
+from monai_mammo.transforms.io import spacing_of
 
 __all__ = [
     "set_cpu_threads",
@@ -222,15 +223,11 @@ def _meta(img: Any) -> dict:
 
 
 def _spacing(meta: Mapping[str, Any], fallback: float | None = None) -> tuple[float, float] | None:
-    sp = meta.get("spacing")
-    if sp is None:
+    """``(sx, sy)`` from the meta, else ``(fallback, fallback)``, else None."""
+    spacing = spacing_of(meta)
+    if spacing is None:
         return (fallback, fallback) if fallback else None
-    arr = np.asarray(sp.detach().cpu() if isinstance(sp, torch.Tensor) else sp, dtype=np.float64).reshape(-1)
-    if arr.size == 1:
-        arr = np.repeat(arr, 2)
-    if arr.size != 2 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        return (fallback, fallback) if fallback else None
-    return float(arr[0]), float(arr[1])
+    return spacing[0], spacing[1]
 
 
 class LabelMaskToPointsd(MapTransform):

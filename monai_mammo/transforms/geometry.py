@@ -116,30 +116,28 @@ def compose_pixel_to_original(meta: MutableMapping[str, Any], forward: np.ndarra
     return meta
 
 
+def _as_rows(values: Any, width: int, name: str, layout: str) -> np.ndarray:
+    """Convert a list, numpy array or tensor of ``width``-long rows to float64 ``(N, width)``."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return np.zeros((0, width), dtype=np.float64)
+    if arr.ndim == 1 and arr.shape[0] == width:
+        arr = arr[None]
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise ValueError(f"{name} must be {layout} with shape (N, {width}), got shape {arr.shape}.")
+    return arr
+
+
 def as_points(points: Any, name: str = "points") -> np.ndarray:
     """Convert ``[[x, y], ...]`` (list, numpy or torch) to a float64 (N, 2) array; ``[]`` gives (0, 2)."""
-    arr = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points, dtype=np.float64)
-    arr = arr.astype(np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 2), dtype=np.float64)
-    if arr.ndim == 1 and arr.shape[0] == 2:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"{name} must be [[x, y], ...] with shape (N, 2), got shape {arr.shape}.")
-    return arr
+    return _as_rows(points, 2, name, "[[x, y], ...]")
 
 
 def as_boxes(boxes: Any, name: str = "boxes") -> np.ndarray:
     """Convert ``[[x0, y0, x1, y1], ...]`` to a float64 (N, 4) array; ``[]`` gives (0, 4)."""
-    arr = boxes.detach().cpu().numpy() if isinstance(boxes, torch.Tensor) else np.asarray(boxes, dtype=np.float64)
-    arr = arr.astype(np.float64)
-    if arr.size == 0:
-        return np.zeros((0, 4), dtype=np.float64)
-    if arr.ndim == 1 and arr.shape[0] == 4:
-        arr = arr[None]
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"{name} must be [[x0, y0, x1, y1], ...] with shape (N, 4), got shape {arr.shape}.")
-    return arr
+    return _as_rows(boxes, 4, name, "[[x0, y0, x1, y1], ...]")
 
 
 def like_input(result: np.ndarray, original: Any) -> Any:

@@ -432,7 +432,8 @@ class RadiographReader(ImageReader):
 
 
 def spacing_of(meta: Mapping[str, Any] | None) -> list[float] | None:
-    """``meta["spacing"]`` as [sx, sy] floats, or None when unknown (absent, None or NaN).
+    """``meta["spacing"]`` as [sx, sy] floats (a single value means isotropic), or None when unknown
+    (absent, None or NaN).
 
     The reader stores an unknown spacing as [nan, nan] (and an unknown magnification factor as nan)
     rather than None, because MONAI's DataLoader collation cannot batch None meta values.
@@ -445,6 +446,8 @@ def spacing_of(meta: Mapping[str, Any] | None) -> list[float] | None:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().tolist()
     vals = [float(v) for v in np.asarray(value, dtype=np.float64).ravel()]
+    if len(vals) == 1:
+        vals = vals * 2
     if len(vals) != 2 or not all(np.isfinite(v) and v > 0 for v in vals):
         return None
     return vals
