@@ -255,7 +255,7 @@ def test_spacing_of_reads_pairs_scalars_and_unknowns():
     from monai_mammo.transforms.io import spacing_of
 
     assert spacing_of({"spacing": [0.07, 0.1]}) == [0.07, 0.1]
-    assert spacing_of({"spacing": torch.tensor([0.05])}) == [0.05, 0.05]  # isotropic
+    assert spacing_of({"spacing": torch.tensor([0.05])}) == pytest.approx([0.05, 0.05])  # isotropic
     assert spacing_of({"spacing": [float("nan"), float("nan")]}) is None
     assert spacing_of({"spacing": [0.1, 0.1, 0.1]}) is None
     assert spacing_of({}) is None
