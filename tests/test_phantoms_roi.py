@@ -31,6 +31,34 @@ def test_obscured_masses_have_less_visible_margins() -> None:
     assert np.mean(clear) > 1.5 * np.mean(obscured), (clear, obscured)
 
 
+def _mass_cnr(roi: dict) -> float:
+    """(mean over the mass core - mean of a ring around it) / std of the ring."""
+    image = roi["image"].astype(float)
+    mass = roi["mask"] > 0
+    core = ndimage.binary_erosion(mass, iterations=3)
+    ring = ndimage.binary_dilation(mass, iterations=12) & ~ndimage.binary_dilation(mass, iterations=4)
+    return float((image[core].mean() - image[ring].mean()) / image[ring].std())
+
+
+def test_obscured_masses_keep_reduced_but_nonzero_contrast() -> None:
+    # dense glands lower the contrast but must not erase the mass (revision 1 did: mean CNR ~0.76)
+    opts = RoiOptions(size=96)
+    clear = [_mass_cnr(render_roi(np.random.default_rng([3, i]), "clear", i % 2 == 1, opts)) for i in range(10)]
+    obscured = [_mass_cnr(render_roi(np.random.default_rng([3, i]), "obscured", i % 2 == 1, opts)) for i in range(10)]
+    assert 1.0 < np.mean(obscured) < 0.8 * np.mean(clear), (clear, obscured)
+    # displacing pure gland (the revision-1 model) makes the obscured masses fade further
+    pure = RoiOptions(size=96, displaced_glandularity=(1.0, 1.0))
+    faded = [_mass_cnr(render_roi(np.random.default_rng([3, i]), "obscured", i % 2 == 1, pure)) for i in range(10)]
+    assert np.mean(faded) < np.mean(obscured) - 0.3, (faded, obscured)
+
+
+def test_options_validate_glandularity_and_revision() -> None:
+    with pytest.raises(ValueError, match="displaced_glandularity"):
+        RoiOptions(displaced_glandularity=(0.8, 0.5))
+    with pytest.raises(ValueError, match="revision"):
+        RoiOptions(revision=1)
+
+
 def test_obscured_flag_and_density() -> None:
     opts = RoiOptions(size=96)
     clear = render_roi(np.random.default_rng(0), "clear", False, opts)

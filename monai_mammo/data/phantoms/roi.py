@@ -30,7 +30,11 @@ from .lesions import render_mass, sample_mass_shape
 from .mammogram import MU_FAT, MU_GLAND, MU_MASS
 from .texture import power_law_noise
 
-__all__ = ["RoiOptions", "render_roi", "synthesize_rois"]
+__all__ = ["RoiOptions", "render_roi", "synthesize_rois", "ROI_REVISION"]
+
+#: revision of the ROI model; a RoiOptions field, so it is part of ensure_phantoms' cache key
+#: (2: obscured masses keep a reduced, non-zero contrast; see RoiOptions.displaced_glandularity)
+ROI_REVISION = 2
 
 
 @dataclass
@@ -50,6 +54,13 @@ class RoiOptions:
         clear_gland_fraction: glandular area fraction around clear masses (default (0.0, 0.25)).
         dense_gland_fraction: glandular area fraction of gland patches and around obscured masses
             (default (0.6, 0.9)).
+        displaced_glandularity: range of the glandular share of the tissue a mass displaces,
+            relative to the projected gland density over it (default (0.5, 0.85)). A dense area in a
+            projection is a stack of glandular and fatty layers, so a mass embedded there displaces
+            partly fat and keeps a reduced but non-zero contrast; 1.0 would make it displace pure
+            gland and vanish (the version-1 model, where obscured masses were invisible).
+        revision: ROI model revision; part of the phantom cache key, bumped whenever the generated
+            bytes change (default 2).
         beta: power-law exponent (default 3.0).
         photons_per_pixel: detected quanta per 70 µm pixel behind fat (default 1500); scaled by
             the crop's pixel area.
@@ -67,9 +78,11 @@ class RoiOptions:
     gland_fov_mm: tuple[float, float] = (10.0, 50.0)
     clear_gland_fraction: tuple[float, float] = (0.0, 0.25)
     dense_gland_fraction: tuple[float, float] = (0.6, 0.9)
+    displaced_glandularity: tuple[float, float] = (0.5, 0.85)
     beta: float = 3.0
     photons_per_pixel: float = 1500.0
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    revision: int = ROI_REVISION
 
     def __post_init__(self) -> None:
         if self.bit_depth not in (8, 16):
@@ -78,6 +91,11 @@ class RoiOptions:
             raise ValueError(f"roi phantom: size must be >= 32, got {self.size}")
         if not 0.0 <= self.obscured_fraction <= 1.0:
             raise ValueError(f"roi phantom: obscured_fraction must be in [0, 1], got {self.obscured_fraction}")
+        low, high = self.displaced_glandularity
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"roi phantom: displaced_glandularity must be 0 <= low <= high <= 1, got {self.displaced_glandularity}")
+        if self.revision != ROI_REVISION:
+            raise ValueError(f"roi phantom: this generator writes revision {ROI_REVISION}, got revision={self.revision}")
 
 
 def render_roi(rng: np.random.Generator, kind: str, malignant: bool = False, opts: RoiOptions | None = None) -> dict[str, Any]:
@@ -130,8 +148,12 @@ def render_roi(rng: np.random.Generator, kind: str, malignant: bool = False, opt
         shape = sample_mass_shape(rng, diameter_mm / spacing, malignant)
         window, body, body_mask = render_mass(shape, cx, cy, size, size)
         depth = np.float32(diameter_mm * rng.uniform(0.8, 1.0))
-        # displaced tissue: glandular where the glands are (see mammogram.render_view)
-        atten[window] += np.clip(body * depth * (MU_MASS - (MU_FAT + (MU_GLAND - MU_FAT) * gland[window])), 0.0, None)
+        # displaced tissue: glandular where the glands are (see mammogram.render_view), but only
+        # partly -- the dense projection stacks glandular and fatty layers -- so an obscured mass
+        # loses most, not all, of its contrast and part of its margin under the gland texture
+        share = np.float32(rng.uniform(*opts.displaced_glandularity))
+        displaced = MU_FAT + (MU_GLAND - MU_FAT) * share * gland[window]
+        atten[window] += np.clip(body * depth * (MU_MASS - displaced), 0.0, None)
         mask_window = mask[window]
         mask_window[body_mask] = 2 if malignant else 1
         rows, cols = np.nonzero(mask)
