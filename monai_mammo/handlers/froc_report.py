@@ -30,7 +30,7 @@ class FROCReportHandler:
     Example (bundle config)::
 
         - _target_: monai_mammo.handlers.froc_report.FROCReportHandler
-          metrics: {proposals: "@validate#evaluator#key_val_metric#val_R5_proposals"}
+          metrics: {proposals: "@validate#evaluator#key_val_metric#val_proposals_recall"}
 
     Args:
         metrics: name -> IgniteMetricHandler (or anything with ``metric_fn.last_details``).
