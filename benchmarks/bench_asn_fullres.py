@@ -25,7 +25,7 @@ Usage::
 
     nice python benchmarks/bench_asn_fullres.py                   # CPU, fp32, auto repeats
     python benchmarks/bench_asn_fullres.py --device cuda --amp bf16 --repeats 5
-    nice python benchmarks/bench_asn_fullres.py --roi 512 256 --json-out bench.json
+    nice python benchmarks/bench_asn_fullres.py --roi 128 256 512 --json-out bench.json
 
 Extra ``--roi`` values after the first are timed for ours only, once each (tile-size sweep).
 """
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype (default none = fp32)")
     p.add_argument("--repeats", default="auto", help="runs per method; 'auto' (default) fits --time-budget, 1..5")
     p.add_argument("--time-budget", type=float, default=300.0, help="seconds for the timed runs with --repeats auto (default 300)")
-    p.add_argument("--roi", type=int, nargs="+", default=[256], help="tile side(s); the first is compared, others: ours once (default 256)")
+    p.add_argument("--roi", type=int, nargs="+", default=[128], help="tile side(s); the first is compared, others: ours once (default 128: smaller tiles hug the breast)")
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default 0.25, MONAI's default)")
     p.add_argument("--sw-batch-size", type=int, default=1, help="tiles per network call (default 1: best on CPU)")
     p.add_argument("--mode", default="constant", choices=["constant", "gaussian"], help="blending (default constant)")
