@@ -216,7 +216,7 @@ def test_inference_config_matches_training() -> None:
     tnet = {k: v for k, v in train["network_def"].items()}
     inet = {k: v for k, v in infer["network_def"].items()}
     assert tnet == inet
-    for key in ("threshold", "threshold_mode", "centre", "min_area", "max_candidates"):
+    for key in ("threshold", "threshold_mode", "centre", "min_area", "max_candidates", "score"):
         assert train["candidates"][key] == infer["candidates"][key], key
     assert infer["candidates"]["mode"] == train["loss"]["name"]
     assert train["target_spacing"] == infer["target_spacing"]

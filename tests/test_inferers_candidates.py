@@ -187,3 +187,20 @@ def test_end_to_end_masked_residual_to_original() -> None:
     np.testing.assert_allclose(cands.points, [[30.0, 20.0]])
     meta = compose_pixel_to_original({}, flip_matrix(width=48))  # image had been flipped
     np.testing.assert_allclose(candidates_to_original(cands, meta).points, [[17.0, 20.0]])
+
+
+def test_component_score_sum_max_mean_by_hand():
+    # a 2x2 block of 0.5 (sum 2.0, peak 0.5, mean 0.5) and a single pixel of 0.9
+    m = np.zeros((8, 8))
+    m[1:3, 1:3] = 0.5
+    m[6, 6] = 0.9
+    by_sum = extract_candidates(m, threshold=0.1, score="sum")
+    by_max = extract_candidates(m, threshold=0.1, score="max")
+    by_mean = extract_candidates(m, threshold=0.1, score="mean")
+    assert by_sum.asn_score.tolist() == pytest.approx([2.0, 0.9])  # the block first: size wins
+    assert by_sum.points.tolist() == [[1.5, 1.5], [6.0, 6.0]]
+    assert by_max.asn_score.tolist() == pytest.approx([0.9, 0.5])  # the bright pixel first
+    assert by_max.points.tolist() == [[6.0, 6.0], [1.5, 1.5]]
+    assert by_mean.asn_score.tolist() == pytest.approx([0.9, 0.5])
+    with pytest.raises(ValueError, match="score must be one of"):
+        extract_candidates(m, threshold=0.1, score="median")

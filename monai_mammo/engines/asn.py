@@ -505,6 +505,8 @@ class ASNDetectd(MapTransform):
         centre: "centroid" (default, the paper's "center"), "weighted" or "peak".
         min_area: smallest component in pixels. Default 1.
         max_candidates: keep the highest ASN scores only. Default 200.
+        score: ASN score of a component, see ``extract_candidates``: "sum" (default, paper), "max"
+            or "mean".
         fpr_network: FPR classifier or None (FPR off: final score = ASN score). Default None.
         fpr_crop_size: crop side. Default: the classifier's ``crop_size`` or 56 (paper).
         fpr_batch_size: crops per classifier call. Default 64.
@@ -527,6 +529,7 @@ class ASNDetectd(MapTransform):
         centre: str = "centroid",
         min_area: int = 1,
         max_candidates: int | None = 200,
+        score: str = "sum",
         fpr_network: torch.nn.Module | None = None,
         fpr_crop_size: int | None = None,
         fpr_batch_size: int = 64,
@@ -547,6 +550,7 @@ class ASNDetectd(MapTransform):
             "centre": centre,
             "min_area": int(min_area),
             "max_candidates": max_candidates,
+            "score": score,
         }
         self.fpr_network = fpr_network
         crop = fpr_crop_size or getattr(fpr_network, "crop_size", None) or 56

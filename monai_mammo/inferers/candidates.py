@@ -50,6 +50,7 @@ DEFAULT_THRESHOLD: float = 0.4
 
 _CENTRES = ("centroid", "weighted", "peak")
 _THRESHOLD_MODES = ("absolute", "quantile")
+_SCORES = ("sum", "max", "mean")
 _PAD_MODES = ("constant", "reflect", "replicate")
 
 
@@ -152,6 +153,7 @@ def extract_candidates(
     min_area: int = 1,
     max_candidates: int | None = None,
     connectivity: int = 8,
+    score: str = "sum",
 ) -> Candidates:
     """Threshold a residual/probability map, label its connected components, one point each.
 
@@ -183,6 +185,9 @@ def extract_candidates(
         min_area: drop components with fewer pixels. Default 1 (keep all).
         max_candidates: keep at most this many, the highest ASN scores. Default None (all).
         connectivity: 8 (default, diagonal neighbours join) or 4.
+        score: the ASN score of a component: ``"sum"`` (default, the paper's summed residual),
+            ``"max"`` (its peak) or ``"mean"`` (sum / area). The sum ranks large components first;
+            the peak and the mean do not favour size (not in the paper; see the ASN bundle docs).
 
     Returns:
         :class:`Candidates` sorted by decreasing ASN score (``score`` = ``asn_score``, no FPR yet).
@@ -196,6 +201,8 @@ def extract_candidates(
         raise ValueError(f"extract_candidates: threshold_mode must be one of {_THRESHOLD_MODES}, got {threshold_mode!r}.")
     if connectivity not in (4, 8):
         raise ValueError(f"extract_candidates: connectivity must be 4 or 8, got {connectivity}.")
+    if score not in _SCORES:
+        raise ValueError(f"extract_candidates: score must be one of {_SCORES}, got {score!r}.")
     if not np.all(np.isfinite(m)):
         raise ValueError(f"extract_candidates: score_map contains NaN or inf ({int((~np.isfinite(m)).sum())} pixels).")
     inside: np.ndarray | None = None
@@ -230,6 +237,10 @@ def extract_candidates(
     vals = m.ravel()[flat].astype(np.float64)
     area = np.bincount(lab, minlength=n + 1)[1:]
     asn = np.bincount(lab, weights=vals, minlength=n + 1)[1:]  # ASN score: summed map (Sec. 3.2)
+    if score == "mean":
+        asn = asn / area
+    elif score == "max":
+        asn = np.asarray(ndimage.maximum(m, labels, np.arange(1, n + 1)), dtype=np.float64)
     cy = np.bincount(lab, weights=rows, minlength=n + 1)[1:] / area
     cx = np.bincount(lab, weights=cols, minlength=n + 1)[1:] / area
     if centre == "weighted":
