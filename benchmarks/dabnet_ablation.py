@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,24 +49,14 @@ def parse_value(text: str):
 def run_row(key: str, seed: int, out_dir: Path, sets: dict, eval_seed: int, n_bootstrap: int) -> dict:
     from monai.bundle import ConfigWorkflow
 
+    from monai_mammo.engines.dabnet import train_bundle
+
     files = [str(BUNDLE / "configs" / "train.yaml")]
     if ROWS[key][3]:
         files.append(str(BUNDLE / "configs" / "ablations" / ROWS[key][3]))
     run_dir = out_dir / f"{key}_seed{seed}"
     common = {**sets, "seed": seed, "ckpt_dir": str(run_dir), "output_dir": str(run_dir)}
-    start = time.perf_counter()
-    train = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=str(BUNDLE / "configs" / "logging.conf"),
-        workflow_type="train",
-        **common,
-    )
-    train.initialize()
-    train.run()
-    best_val = float(train.parser.get_parsed_content("validate#evaluator").state.best_metric)
-    train.finalize()
-    train_seconds = time.perf_counter() - start
+    trained = train_bundle(common, config_files=files)
     evaluate = ConfigWorkflow(
         config_file=files + [str(BUNDLE / "configs" / "evaluate.yaml")],
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
@@ -80,7 +68,7 @@ def run_row(key: str, seed: int, out_dir: Path, sets: dict, eval_seed: int, n_bo
     evaluate.run()
     evaluate.finalize()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"row": key, "seed": seed, "best_val_auc": best_val, "train_seconds": train_seconds, "metrics": metrics}
+    return {"row": key, "seed": seed, "best_val_auc": trained["best_val_auc"], "train_seconds": trained["train_seconds"], "metrics": metrics}
 
 
 def fmt(values: list[float], cis: list[tuple[float, float]]) -> str:
@@ -114,6 +102,8 @@ def table(results: list[dict], meta: dict) -> str:
 
 
 def main() -> None:
+    from monai_mammo.atomic_io import atomic_write_json
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--seeds", type=int, default=1, help="training seeds per row (paper: 10)")
@@ -144,9 +134,7 @@ def main() -> None:
                 f"clear {m['clear']['auc']:.3f}, val {result['best_val_auc']:.3f}, {result['train_seconds']:.0f} s",
                 flush=True,
             )
-            tmp = results_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2, default=float))
-            os.replace(tmp, results_file)
+            atomic_write_json(results_file, {"meta": meta, "results": results}, default=float)
             (out_dir / "ablation.md").write_text(table(results, meta))
     print(table(results, meta))
 
