@@ -41,6 +41,7 @@ from scipy import ndimage
 from torch.nn.modules.loss import _Loss
 
 from monai_mammo.atomic_io import atomic_path, atomic_write_bytes
+from monai_mammo.engines.weights import load_network_weights
 from monai_mammo.inferers.candidates import (
     DEFAULT_THRESHOLD,
     Candidates,
@@ -76,7 +77,6 @@ __all__ = [
     "fpr_placeholder_samples",
     "save_fpr_checkpoint",
     "load_fpr_network",
-    "load_network_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -768,19 +768,6 @@ class SaveDetectionsd(MapTransform):
 
 
 # --------------------------------------------------------------------------------------- FPR stage
-
-
-def load_network_weights(network: torch.nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Load a state dict (plain, or under "model" / "network" / "state_dict") with ``weights_only=True``."""
-    obj = torch.load(str(path), map_location=device, weights_only=True)
-    if isinstance(obj, Mapping):
-        for key in ("model", "network", "state_dict"):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    target = network.module if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else network
-    target.load_state_dict(obj)
-    return network
 
 
 def mine_fpr_samples(

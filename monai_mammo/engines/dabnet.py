@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
+from monai.metrics import compute_roc_auc
 from monai.transforms import MapTransform
-from scipy.stats import rankdata
 
 from monai_mammo.atomic_io import atomic_write_json
+from monai_mammo.engines.weights import load_network_weights
 
 # the bundle in this source tree (monai_mammo/engines/dabnet.py -> <repo>/bundles/dabnet), which
 # train_bundle() runs when a repeat retrains (as when this module lived in the bundle's scripts/)
@@ -35,14 +36,12 @@ BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "dabnet"
 
 # --- metrics -------------------------------------------------------------------------------------
 def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties); NaN with one class."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve (MONAI's ``compute_roc_auc``); NaN, silently, with one class only
+    (bootstrap resamples of a small subset hit that case often)."""
+    labels_t = torch.as_tensor(np.asarray(labels).astype(np.int64))
+    if labels_t.numel() == 0 or labels_t.min() == labels_t.max():
         return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(compute_roc_auc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), labels_t))
 
 
 def bootstrap_auc(
@@ -105,17 +104,6 @@ def auc_metrics(predictions: Mapping[str, np.ndarray], n_bootstrap: int = 1000, 
     return out
 
 
-def load_weights(network: torch.nn.Module, checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Load ``checkpoint`` (a state dict, or ``{"model": state_dict}``) with ``weights_only=True``."""
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"{checkpoint}: no trained model; run the `training` workflow first")
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    network.load_state_dict(state)
-    return network
-
-
 def train_bundle(overrides: Mapping[str, Any], config_files: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
     """Run the bundle's training workflow in-process with ``overrides``; return its checkpoint path,
     best validation AUC and wall time."""
@@ -155,14 +143,14 @@ def evaluate_bundle(
     ``seed .. seed+repeats-1`` and average (paper: mean of 10 runs); write ``metrics.json``."""
     runs = []
     if repeats <= 1:
-        load_weights(network, checkpoint, device)
+        load_network_weights(network, checkpoint, device)
         runs.append({"checkpoint": str(checkpoint), "metrics": auc_metrics(predict(network, dataloader, device), n_bootstrap, seed)})
     else:
         out_dir = Path(output_file).parent
         for k in range(int(repeats)):
             overrides = {**dict(repeat_overrides or {}), "seed": seed + k, "ckpt_dir": str(out_dir / f"run_{k}")}
             trained = train_bundle(overrides)
-            load_weights(network, trained["checkpoint"], device)
+            load_network_weights(network, trained["checkpoint"], device)
             metrics = auc_metrics(predict(network, dataloader, device), n_bootstrap, seed)
             runs.append({**trained, "seed": seed + k, "metrics": metrics})
             print(f"run {k}: AUC {metrics['overall']['auc']:.4f}, obscured AUC {metrics['obscured']['auc']:.4f}")
@@ -227,18 +215,12 @@ def roi_items(
 
 
 def load_roi(item: Mapping[str, Any]) -> torch.Tensor:
-    """Read an item's image (PNG/DICOM/NIfTI via monai_mammo's radiograph reader when available,
-    else MONAI's PIL reader), crop its ``roi_box`` if any, scale to [0, 1]; returns ``(1, H, W)``."""
+    """Read an item's image (PNG/DICOM/NIfTI through monai_mammo's radiograph reader), crop its
+    ``roi_box`` if any, scale to [0, 1]; returns ``(1, H, W)``."""
+    from monai_mammo.transforms.io import LoadRadiographd
+
     path = item["image"]
-    try:
-        from monai_mammo.transforms.io import LoadRadiographd
-
-        image = LoadRadiographd(keys="image")({"image": path})["image"]
-    except ImportError:  # pragma: no cover - data layer absent
-        from monai.data import PILReader
-        from monai.transforms import LoadImage
-
-        image = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)(path)
+    image = LoadRadiographd(keys="image")({"image": path})["image"]
     image = torch.as_tensor(np.asarray(image), dtype=torch.float32)
     if image.ndim == 2:
         image = image[None]
@@ -269,7 +251,7 @@ def infer_rois(
     ``save_png`` also ``<name>_disentangled.png`` (input | x̂_m | x̂_g) beside it."""
     import torch.nn.functional as F
 
-    load_weights(network, checkpoint, device)
+    load_network_weights(network, checkpoint, device)
     network.eval()
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
