@@ -157,6 +157,28 @@ def test_fpr_classifier_small_sizes_and_two_classes() -> None:
     assert torch.allclose(fpr_probability(logits), torch.softmax(logits, 1)[:, 1])
 
 
+def test_fpr_crop_normalization_mean_ignores_the_background_level(tmp_path) -> None:
+    from monai_mammo.engines.asn import load_fpr_network, save_fpr_checkpoint
+
+    torch.manual_seed(0)
+    clf = FalsePositiveReductionClassifier(crop_size=16, input_size=32, crop_normalization="mean").eval()
+    crops = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        # the same local contrast on a brighter tissue background gives the same logits
+        assert torch.allclose(clf(crops), clf(crops + 0.3), atol=1e-5)
+        plain = FalsePositiveReductionClassifier(crop_size=16, input_size=32).eval()
+        plain.load_state_dict(clf.state_dict())
+        assert not torch.allclose(plain(crops), plain(crops + 0.3), atol=1e-3)
+    # the option travels with the checkpoint
+    path = save_fpr_checkpoint(clf, tmp_path / "fpr.pt")
+    loaded = load_fpr_network(path)
+    assert loaded.crop_normalization == "mean"
+    with torch.no_grad():
+        assert torch.allclose(loaded(crops), clf(crops), atol=1e-6)
+    with pytest.raises(ValueError, match="crop_normalization must be one of"):
+        FalsePositiveReductionClassifier(crop_normalization="std")
+
+
 def test_fpr_pretrained_3_channel_checkpoint(tmp_path) -> None:
     from monai.networks.nets import resnet50
 

@@ -887,6 +887,7 @@ def save_fpr_checkpoint(network: FalsePositiveReductionClassifier, path: str | o
         "crop_size": int(network.crop_size),
         "input_size": int(network.input_size),
         "resize_mode": str(network.resize_mode),
+        "crop_normalization": str(network.crop_normalization),
     }
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     with atomic_path(path) as tmp:

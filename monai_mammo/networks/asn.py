@@ -27,8 +27,12 @@ __all__ = [
     "fpr_probability",
     "candidate_map",
     "CANDIDATE_MAP_MODES",
+    "CROP_NORMALIZATIONS",
     "PAPER_SCALE_CHANNELS",
 ]
+
+#: Per-crop intensity normalisations of :class:`FalsePositiveReductionClassifier`.
+CROP_NORMALIZATIONS: tuple[str, ...] = ("none", "mean")
 
 #: Widths for a paper-scale run (GPU). The paper gives none; these are the classic U-Net widths
 #: one level shallower (3 down-sampling stages), ~11.6 M parameters.
@@ -317,6 +321,10 @@ class FalsePositiveReductionClassifier(nn.Module):
             ResNet-50) loaded through :func:`load_pretrained_resnet_weights`. Default None.
         resize_mode: interpolation mode for the resize. Default "bilinear".
         norm: ResNet normalisation. Default "batch".
+        crop_normalization: what happens to each crop before the resize: "none" (default, the
+            paper: the crop's grey levels as they are) or "mean" (subtract the crop's own mean, so
+            the classifier sees local contrast whatever the tissue background; not in the paper,
+            measured better from scratch, see the ASN bundle docs).
 
     Example::
 
@@ -335,10 +343,17 @@ class FalsePositiveReductionClassifier(nn.Module):
         pretrained_path: str | Path | None = None,
         resize_mode: str = "bilinear",
         norm: str | tuple = "batch",
+        crop_normalization: str = "none",
     ) -> None:
         super().__init__()
         if num_classes not in (1, 2):
             raise ValueError(f"FalsePositiveReductionClassifier: num_classes must be 1 or 2, got {num_classes}")
+        if crop_normalization not in CROP_NORMALIZATIONS:
+            raise ValueError(
+                f"FalsePositiveReductionClassifier: crop_normalization must be one of {CROP_NORMALIZATIONS}, "
+                f"got {crop_normalization!r}"
+            )
+        self.crop_normalization = crop_normalization
         self.num_classes = num_classes
         self.crop_size = int(crop_size)
         self.input_size = int(input_size)
@@ -364,6 +379,8 @@ class FalsePositiveReductionClassifier(nn.Module):
                 f"FalsePositiveReductionClassifier: expected (B, 1, {self.crop_size}, {self.crop_size}) crops "
                 f"(or already resized to {self.input_size}), got shape {tuple(x.shape)}"
             )
+        if self.crop_normalization == "mean":
+            x = x - x.mean(dim=(-2, -1), keepdim=True)
         if tuple(x.shape[2:]) != (self.input_size, self.input_size):
             align = False if self.resize_mode in ("bilinear", "bicubic") else None
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.resize_mode, align_corners=align)
