@@ -33,3 +33,18 @@ def test_fpr_optimizer_steps_reduce_a_loss():
 def test_fpr_optimizer_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="sgd, adam"):
         build_fpr_optimizer("rmsprop", [torch.nn.Parameter(torch.zeros(1))])
+
+
+def test_prepare_fpr_batch_views_and_labels() -> None:
+    from monai_mammo.engines.asn import prepare_fpr_batch
+    from monai_mammo.transforms.dihedral import dihedral_view
+
+    crops = torch.arange(9.0).reshape(1, 1, 3, 3).repeat(16, 1, 1, 1)
+    batch = {"image": crops, "label": torch.ones(16, 1)}
+    x, y = prepare_fpr_batch(batch, torch.device("cpu"), augment=False)
+    assert torch.equal(x, crops) and y.shape == (16, 1) and y.dtype == torch.float32
+    torch.manual_seed(1)
+    x, _ = prepare_fpr_batch(batch, torch.device("cpu"))
+    views = [dihedral_view(crops[:1], i) for i in range(8)]
+    assert all(any(torch.equal(c[None], v) for v in views) for c in x)
+    assert not all(torch.equal(c, crops[0]) for c in x)  # augmented

@@ -204,3 +204,21 @@ def test_component_score_sum_max_mean_by_hand():
     assert by_mean.asn_score.tolist() == pytest.approx([0.9, 0.5])
     with pytest.raises(ValueError, match="score must be one of"):
         extract_candidates(m, threshold=0.1, score="median")
+
+
+def test_score_candidates_dihedral_tta_averages_the_eight_views() -> None:
+    img = np.zeros((32, 32), dtype=np.float32)
+    img[10, 11] = 1.0  # one pixel right of the candidate: a classifier reading one side sees it in 2 of 8 views
+    cands = Candidates(x=[10.0], y=[10.0], asn_score=[2.0], area=[1])
+
+    def right_neighbour(crops: torch.Tensor) -> torch.Tensor:
+        c = crops.shape[-1] // 2
+        return crops[:, :, c, c + 1] * 100.0 - 50.0  # logit +50 when the right neighbour is bright
+
+    plain = score_candidates(cands, img, right_neighbour, crop_size=7)
+    tta = score_candidates(cands, img, right_neighbour, crop_size=7, dihedral_tta=True)
+    assert plain.fpr_score[0] == pytest.approx(1.0)
+    # the bright pixel sits right of the centre in the identity view and in the row flip; the
+    # other six views move it left, above or below
+    assert tta.fpr_score[0] == pytest.approx(2 / 8, abs=1e-6)
+    assert tta.score[0] == pytest.approx(2.0 * 2 / 8, abs=1e-6)

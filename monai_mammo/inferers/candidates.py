@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from monai.data.meta_tensor import MetaTensor
 from scipy import ndimage
 
+from monai_mammo.transforms.dihedral import dihedral_mean
 from monai_mammo.transforms.geometry import points_to_original
 
 __all__ = [
@@ -368,6 +369,7 @@ def score_candidates(
     positive_index: int = 1,
     device: torch.device | str | None = None,
     amp: torch.dtype | str | None = None,
+    dihedral_tta: bool = False,
 ) -> Candidates:
     """False-positive reduction: classify a crop around each candidate; final = ASN x FPR.
 
@@ -401,6 +403,8 @@ def score_candidates(
         positive_index: µC class index for K >= 2 outputs. Default 1.
         device: device for the classifier input. Default: the image's device.
         amp: None / "none" (default), "bf16" or "fp16" autocast for the classifier.
+        dihedral_tta: average the probability over the crop's eight flip / 90° rotation views
+            (test-time augmentation, 8x the classifier calls; not in the paper). Default False.
 
     Returns:
         A new :class:`Candidates` with ``fpr_score`` set and ``score = asn_score * fpr_score``,
@@ -418,6 +422,16 @@ def score_candidates(
         img = img.as_tensor()  # plain indexing, no meta bookkeeping per crop
     dev = torch.device(device) if device is not None else img.device
     pts = candidates.points
+
+    def view_probabilities(crops: torch.Tensor) -> torch.Tensor:
+        logits = classifier(crops)
+        if logits.shape[0] != crops.shape[0]:
+            raise ValueError(f"score_candidates: classifier returned shape {tuple(logits.shape)} for {crops.shape[0]} crops.")
+        return fpr_scores(logits, activation, positive_index)
+
+    def probabilities(crops: torch.Tensor) -> torch.Tensor:
+        return dihedral_mean(view_probabilities, crops) if dihedral_tta else view_probabilities(crops)
+
     with torch.no_grad():
         for start in range(0, n, batch_size):
             crops = extract_crops(img, pts[start : start + batch_size], crop_size, padding_mode, cval)
@@ -426,14 +440,10 @@ def score_candidates(
                 crops = F.interpolate(crops, size=(int(resize_to), int(resize_to)), mode="bilinear", align_corners=False)
             if amp_dtype is not None:
                 with torch.autocast(device_type=dev.type, dtype=amp_dtype):
-                    logits = classifier(crops)
+                    batch_probs = probabilities(crops)
             else:
-                logits = classifier(crops)
-            if logits.shape[0] != crops.shape[0]:
-                raise ValueError(
-                    f"score_candidates: classifier returned shape {tuple(logits.shape)} for {crops.shape[0]} crops."
-                )
-            probs[start : start + len(crops)] = fpr_scores(logits, activation, positive_index).cpu().numpy()
+                batch_probs = probabilities(crops)
+            probs[start : start + len(crops)] = batch_probs.cpu().numpy()
     out = dataclasses.replace(candidates, fpr_score=probs, score=candidates.asn_score * probs)
     return out.sorted()
 
