@@ -124,7 +124,7 @@ def test_training_smoke_asn_and_fpr(trained: tuple[Path, str]) -> None:
     state = torch.load(work / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(k.startswith("stem.") for k in state)
     fpr = torch.load(work / "models" / "fpr.pt", map_location="cpu", weights_only=True)
-    assert fpr["config"]["input_size"] == 32 and fpr["config"]["crop_size"] == 56
+    assert fpr["config"]["input_size"] == 32 and fpr["config"]["crop_size"] == 24
 
 
 def test_evaluation_writes_metrics(trained: tuple[Path, str], tiny_data: Path) -> None:
@@ -220,6 +220,7 @@ def test_inference_config_matches_training() -> None:
         assert train["candidates"][key] == infer["candidates"][key], key
     assert infer["candidates"]["mode"] == train["loss"]["name"]
     assert train["target_spacing"] == infer["target_spacing"]
+    assert train["fpr"]["dihedral_tta"] == infer["fpr_dihedral_tta"]
 
 
 def test_verify_net_in_out() -> None:
