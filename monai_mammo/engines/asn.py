@@ -15,7 +15,8 @@ config needs to wire them into MONAI's ``SupervisedTrainer`` / ``SupervisedEvalu
 * :class:`DetectionsToLabeld`: a uint8 label image (discs at detections) for MONAI Label;
 * :class:`SaveDetectionsd`: the per-image JSON (+ optional residual NIfTI and overlay PNG);
 * :func:`mine_fpr_samples`: the FPR training set (ASN candidates on the training images = hard
-  negatives, ground-truth µCs = positives, Sec. 3.2);
+  negatives, ground-truth µCs = positives, Sec. 3.2); :func:`prepare_fpr_batch` feeds it to the
+  FPR trainer, each crop in a random flip / 90° view;
 * :func:`save_fpr_checkpoint` / :func:`load_fpr_network`: ``models/fpr.pt`` with its construction
   arguments, so inference needs no duplicated FPR settings.
 
