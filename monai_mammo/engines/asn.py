@@ -903,9 +903,9 @@ def prepare_fpr_batch(
     """``prepare_batch`` of the FPR ``SupervisedTrainer``: ``(crops, labels)``, each crop in a random
     one of its eight flip / 90° rotation views when ``augment`` (default).
 
-    The paper states no augmentation for the FPR; a µC crop has no preferred orientation, and doing
-    it per batch costs nothing next to three MONAI transforms per crop (about 20 % of an FPR epoch
-    on the CPU).
+    The paper states no augmentation for the FPR; a µC crop has no preferred orientation. One call
+    per batch replaces three MONAI transforms per crop, which cost measurable time per FPR epoch on
+    the CPU.
     """
     crops = batchdata[image_key]
     crops = crops.as_tensor() if isinstance(crops, MetaTensor) else torch.as_tensor(crops)
