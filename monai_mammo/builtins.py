@@ -16,26 +16,31 @@ def register_losses() -> list[Component]:
             "weighted_bce",
             "monai_mammo.losses.weighted_bce:BatchWeightedBCELoss",
             "BCE with per-batch positive/negative class weights (Kim et al., disease masks)",
+            family="tensor",
         ),
         Component(
             "ttest",
             "monai_mammo.losses.ttest:TTestLoss",
             "ASN t-test loss on reconstruction residuals (Zhang et al. CVPR 2019, Eq. 6)",
+            family="pixel_masks",
         ),
         Component(
             "mse_reconstruction",
             "monai_mammo.losses.reconstruction:ReconstructionMSELoss",
             "ASN ablation: plain MSE reconstruction, labels ignored (Zhang et al. Sec. 4.5)",
+            family="pixel_masks",
         ),
         Component(
             "segmentation_ce",
             "monai_mammo.losses.reconstruction:PixelSegmentationCELoss",
             "ASN baseline: the U-Net as a µC segmenter with pixel cross-entropy (Zhang et al. Sec. 4.3)",
+            family="pixel_masks",
         ),
         Component(
             "disentangle",
             "monai_mammo.losses.disentangle:DisentangleLoss",
             "DAB-Net Eq. 4: L1 mass + L1 glands reconstruction on composites + BCE on all samples",
+            family="multitask",
         ),
     ]
 

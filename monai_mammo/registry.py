@@ -31,6 +31,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import pluggy
@@ -55,6 +56,10 @@ class ComponentNotFoundError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+
+class IncompatibleComponentError(ValueError):
+    """A component whose call contract (family) the bundle cannot use."""
 
 
 class DuplicateComponentError(RuntimeError):
@@ -191,6 +196,12 @@ class ComponentRegistry:
                             f"plugin {record.name!r} ({record.distribution}) returned {component!r} from "
                             f"{hook_name}; expected monai_mammo.hookspecs.Component"
                         )
+                    family = component.family or hookspecs.DEFAULT_FAMILY[kind]
+                    if family not in hookspecs.FAMILIES[kind]:
+                        raise TypeError(
+                            f"plugin {record.name!r} ({record.distribution}): {kind} {component.name!r} names "
+                            f"family {family!r}; known {kind} families: {', '.join(hookspecs.FAMILIES[kind])}"
+                        )
                     previous = table[kind].get(component.name)
                     if previous is not None:
                         raise DuplicateComponentError(
@@ -201,18 +212,46 @@ class ComponentRegistry:
                     table[kind][component.name] = RegisteredComponent(kind, component, record.name, record.distribution)
         return table
 
-    def get(self, kind: str, name: str) -> Callable[..., Any]:
-        """Return the factory of component ``name`` of ``kind``, importing it if it is a path."""
+    def entry(self, kind: str, name: str) -> RegisteredComponent:
+        """The registered component ``name`` of ``kind``; an unknown name lists the known ones."""
         if kind not in KIND_HOOKS:
             raise ValueError(f"unknown component kind {kind!r}; known kinds: {', '.join(KIND_HOOKS)}")
         registered = self.components[kind].get(name)
         if registered is None:
             known = ", ".join(sorted(self.components[kind])) or "(none)"
             raise ComponentNotFoundError(f"no {kind} named {name!r}; known {kind} names: {known}")
+        return registered
+
+    def family(self, kind: str, name: str) -> str:
+        """The call contract (:data:`monai_mammo.hookspecs.FAMILIES`) component ``name`` implements."""
+        return self.entry(kind, name).component.family or hookspecs.DEFAULT_FAMILY[kind]
+
+    def get(self, kind: str, name: str) -> Callable[..., Any]:
+        """Return the factory of component ``name`` of ``kind``, importing it if it is a path."""
+        registered = self.entry(kind, name)
         return resolve_factory(registered.component.factory, f"{kind} {name!r} of plugin {registered.plugin!r}")
 
-    def build(self, kind: str, name: str, **kwargs: Any) -> Any:
-        """Build component ``name`` of ``kind`` with ``kwargs``."""
+    def check_family(self, kind: str, name: str, accept_families: str | Sequence[str]) -> str:
+        """Return the family of ``name``; raise :class:`IncompatibleComponentError` when it is not one
+        of ``accept_families``, naming the component, its origin and what the caller needs."""
+        accepted = [accept_families] if isinstance(accept_families, str) else list(accept_families)
+        family = self.family(kind, name)
+        if family not in accepted:
+            registered = self.entry(kind, name)
+            needs = "; or ".join(f"{f!r}: {hookspecs.FAMILIES[kind].get(f, '?')}" for f in accepted)
+            usable = sorted(n for n in self.components[kind] if self.family(kind, n) in accepted)
+            raise IncompatibleComponentError(
+                f"{kind} {name!r} (family {family!r}, plugin {registered.plugin!r} of {registered.distribution}) "
+                f"cannot be used here: this config needs a {kind} of family {needs}. "
+                f"Usable {kind} names: {', '.join(usable) or '(none)'}"
+            )
+        return family
+
+    def build(self, kind: str, name: str, accept_families: str | Sequence[str] | None = None, **kwargs: Any) -> Any:
+        """Build component ``name`` of ``kind`` with ``kwargs``; with ``accept_families``, first check
+        that it implements one of those call contracts (:meth:`check_family`)."""
+        if accept_families is not None:
+            self.check_family(kind, name, accept_families)
         return self.get(kind, name)(**kwargs)
 
     def list_components(self) -> dict[str, list[str]]:
@@ -224,6 +263,7 @@ class ComponentRegistry:
             kind: [
                 {
                     "name": name,
+                    "family": entry.component.family or hookspecs.DEFAULT_FAMILY[kind],
                     "description": entry.component.description,
                     "plugin": entry.plugin,
                     "distribution": entry.distribution,
@@ -290,19 +330,25 @@ def get_metric(name: str) -> Callable[..., Any]:
     return get_registry().get("metric", name)
 
 
-def build_loss(name: str, **kwargs: Any) -> Any:
-    """Build the loss ``name``, e.g. ``build_loss("ttest", beta=0.8)``."""
-    return get_registry().build("loss", name, **kwargs)
+def build_loss(name: str, accept_families: str | Sequence[str] | None = None, **kwargs: Any) -> Any:
+    """Build the loss ``name``, e.g. ``build_loss("ttest", beta=0.8)``; ``accept_families`` (e.g.
+    ``["pixel_masks", "tensor"]``) rejects a loss with another call contract, naming it."""
+    return get_registry().build("loss", name, accept_families, **kwargs)
 
 
-def build_compositor(name: str, **kwargs: Any) -> Any:
+def build_compositor(name: str, accept_families: str | Sequence[str] | None = None, **kwargs: Any) -> Any:
     """Build the compositor ``name``, e.g. ``build_compositor("alpha_blend", sigma_scale=0.5)``."""
-    return get_registry().build("compositor", name, **kwargs)
+    return get_registry().build("compositor", name, accept_families, **kwargs)
 
 
-def build_metric(name: str, **kwargs: Any) -> Any:
+def build_metric(name: str, accept_families: str | Sequence[str] | None = None, **kwargs: Any) -> Any:
     """Build the metric ``name``, e.g. ``build_metric("froc", radius_mm=1.0)``."""
-    return get_registry().build("metric", name, **kwargs)
+    return get_registry().build("metric", name, accept_families, **kwargs)
+
+
+def component_family(kind: str, name: str) -> str:
+    """The family (call contract) of component ``name`` of ``kind``, e.g. ``component_family("loss", "ttest")``."""
+    return get_registry().family(kind, name)
 
 
 def list_components() -> dict[str, list[str]]:
