@@ -92,6 +92,31 @@ def test_pool_from_png_files_resized_with_boxes(tmp_path):
         t({"image": torch.zeros(1, 32, 32), "label": 0})
 
 
+def test_pool_images_are_resized_like_the_real_rois(tmp_path):
+    """Pool masses and glands go through the same reader, scaling and resize (MONAI's Resized,
+    "area") as the real ROIs of the bundle's preprocessing, so composites match real samples."""
+    from monai.transforms import Compose, Resized, ScaleIntensityd
+
+    from monai_mammo.transforms.io import LoadRadiographd
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 72), dtype=np.uint8)).save(tmp_path / "mass.png")
+    Image.fromarray(rng.integers(0, 256, (48, 72), dtype=np.uint8)).save(tmp_path / "gland.png")
+    t = RandMassCompositingd(
+        "image", [{"image": str(tmp_path / "mass.png"), "label": 1, "box": [10, 10, 40, 30]}],
+        [str(tmp_path / "gland.png")], ratio=1.0, spatial_size=(32, 32),
+    ).preload()
+    real_chain = Compose([LoadRadiographd(keys="image"), ScaleIntensityd(keys="image"), Resized(keys="image", spatial_size=(32, 32))])
+    for pool, name in ((t._mass_images, "mass.png"), (t._gland_images, "gland.png")):
+        expected = real_chain({"image": str(tmp_path / name)})["image"].as_tensor()
+        torch.testing.assert_close(pool[0], expected, rtol=0, atol=1e-6)
+    bilinear = RandMassCompositingd(
+        "image", [{"image": str(tmp_path / "mass.png"), "label": 1, "box": [10, 10, 40, 30]}],
+        [str(tmp_path / "gland.png")], spatial_size=(32, 32), resize_mode="bilinear",
+    ).preload()
+    assert not torch.allclose(bilinear._mass_images, t._mass_images)
+
+
 def test_bad_pools_raise():
     masses, glands = pools()
     with pytest.raises(ValueError, match="empty"):

@@ -1,21 +1,30 @@
 """Glue between MONAI and the DAB-Net bundle (Wang et al., ICML 2022), used by ``bundles/dabnet``.
 
 Wang et al., "Disentangling Disease-related Representation from Obscure for Disease Prediction",
-ICML 2022. Evaluation with bootstrap confidence intervals (overall and obscured-only AUC), repeated
-training, ROI inference (crops or full mammogram + boxes), disentanglement PNGs, and
-:class:`MalignancyToLabeld` (the per-ROI probability as a label image for MONAI Label).
+ICML 2022. What the bundle's configs call that MONAI and the library do not provide:
 
-The bundle configs import it as ``$import monai_mammo.engines.dabnet as mm_dabnet`` and call
-``mm_dabnet.evaluate_bundle(...)``, ``mm_dabnet.infer_rois(...)`` etc. Nothing here is
-method-specific library code; it orchestrates monai_mammo and MONAI components.
+* evaluation: AUC overall / obscured-only / clear-only with percentile bootstrap CIs
+  (:func:`bootstrap_auc`, :func:`evaluate_bundle`), optionally retraining ``repeats`` times through
+  the command line the evaluation was started with (:func:`repeat_training_command`);
+* the clear-mass pool of a datalist (:func:`mass_pool`);
+* ROI inference on crops or on full images with boxes (:func:`roi_items`, :class:`CropRoiBoxd`,
+  :func:`infer_rois`), through the bundle's one preprocessing chain;
+* :class:`MalignancyToLabeld`: the per-ROI probability as a label image for MONAI Label.
+
+The configs import it as ``$import monai_mammo.engines.dabnet as mm_dabnet``. Coordinates (boxes
+``[x0, y0, x1, y1]`` in stored pixels, arrays rows first) follow :mod:`monai_mammo.coordinates`.
 """
 
 from __future__ import annotations
 
+import ast
+import json
+import logging
 import math
 import os
-import time
-from collections.abc import Iterable, Mapping, Sequence
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +33,40 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.metrics import compute_roc_auc
-from monai.transforms import MapTransform
+from monai.transforms import Compose, MapTransform, SpatialCrop
 
 from monai_mammo.atomic_io import atomic_write_json
-from monai_mammo.engines.weights import load_network_weights
+from monai_mammo.bundle_utils import load_items
+from monai_mammo.checkpoints import load_network_weights
 
-# the bundle in this source tree (monai_mammo/engines/dabnet.py -> <repo>/bundles/dabnet), which
-# train_bundle() runs when a repeat retrains (as when this module lived in the bundle's scripts/)
-BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "dabnet"
+__all__ = [
+    "roc_auc",
+    "bootstrap_auc",
+    "predict",
+    "auc_metrics",
+    "mass_pool",
+    "log_best_validation",
+    "repeat_training_command",
+    "evaluate_bundle",
+    "roi_items",
+    "CropRoiBoxd",
+    "infer_rois",
+    "MalignancyToLabeld",
+]
+
+logger = logging.getLogger(__name__)
 
 
 # --- metrics -------------------------------------------------------------------------------------
 def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
     """Area under the ROC curve (MONAI's ``compute_roc_auc``); NaN, silently, with one class only
-    (bootstrap resamples of a small subset hit that case often)."""
+    (bootstrap resamples of a small subset hit that case often).
+
+    Example::
+
+        >>> roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+        0.75
+    """
     labels_t = torch.as_tensor(np.asarray(labels).astype(np.int64))
     if labels_t.numel() == 0 or labels_t.min() == labels_t.max():
         return float("nan")
@@ -47,8 +76,13 @@ def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
 def bootstrap_auc(
     scores: Sequence[float], labels: Sequence[int], n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict[str, Any]:
-    """AUC with a percentile bootstrap confidence interval (cases resampled with replacement;
-    resamples with one class only are skipped)."""
+    """AUC with a percentile bootstrap confidence interval: cases resampled with replacement
+    ``n_bootstrap`` times (``numpy.random.default_rng(seed)``); resamples holding one class only
+    have no AUC and are skipped (``n_bootstrap`` in the result counts the ones used).
+
+    Returns ``{"auc", "n", "n_positive", "ci_low", "ci_high", "ci_level", "n_bootstrap"}``; with one
+    class only (or ``n_bootstrap=0``) the AUC or the CI is NaN and ``n_bootstrap`` is 0.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(int)
     auc = roc_auc(scores, labels)
@@ -104,27 +138,81 @@ def auc_metrics(predictions: Mapping[str, np.ndarray], n_bootstrap: int = 1000, 
     return out
 
 
-def train_bundle(overrides: Mapping[str, Any], config_files: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
-    """Run the bundle's training workflow in-process with ``overrides``; return its checkpoint path,
-    best validation AUC and wall time."""
-    from monai.bundle import ConfigWorkflow
+def mass_pool(datalist_file: str | os.PathLike) -> list[dict]:
+    """The clear-mass pool for compositing: the datalist's ``"masses"`` list when it has one, else
+    its clear (not ``obscured``) ``"training"`` ROIs."""
+    content = json.loads(Path(datalist_file).read_text())
+    if "masses" in content:
+        return load_items(datalist_file, "masses")
+    return [item for item in load_items(datalist_file, "training") if not item.get("obscured")]
 
-    files = [str(f) for f in (config_files or [BUNDLE_ROOT / "configs" / "train.yaml"])]
-    start = time.perf_counter()
-    workflow = ConfigWorkflow(
-        config_file=files,
-        meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
-        logging_file=str(BUNDLE_ROOT / "configs" / "logging.conf"),
-        workflow_type="train",
-        run_id="run",
-        **dict(overrides),
-    )
-    workflow.initialize()
-    workflow.run()
-    best = workflow.parser.get_parsed_content("validate#evaluator").state.best_metric
-    ckpt = os.path.join(workflow.parser.get_parsed_content("ckpt_dir"), "model.pt")
-    workflow.finalize()
-    return {"checkpoint": ckpt, "best_val_auc": float(best), "train_seconds": time.perf_counter() - start}
+
+def log_best_validation(evaluator: Any, checkpoint: str | os.PathLike) -> float:
+    """Log (and return) the best validation AUC of a finished training and where its model is."""
+    state = evaluator.state
+    logger.info("DAB-Net best validation AUC: %.4f (epoch %d); model: %s", state.best_metric, state.best_metric_epoch, checkpoint)
+    return float(state.best_metric)
+
+
+def _config_file_list(value: str) -> list[str]:
+    """The files of a ``--config_file`` value: a Python list literal, a comma list or one path."""
+    text = value.strip()
+    if text.startswith("["):
+        return [str(v) for v in ast.literal_eval(text)]
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def repeat_training_command(
+    argv: Sequence[str], seed: int, ckpt_dir: str | os.PathLike, drop_prefixes: Sequence[str] = ("eval",)
+) -> list[str]:
+    """The training command behind an evaluation command, for one retraining repeat.
+
+    ``argv`` is the evaluation's ``python -m monai.bundle run [run_id] --config_file FILES
+    [--key value ...]`` (``sys.argv``). The repeat runs ``training`` on the same config files
+    except ``evaluate.*`` (so an ablation file stays in), with the same overrides except those of
+    keys starting with ``drop_prefixes`` (the evaluation's own) and with ``seed`` and ``ckpt_dir``
+    set, so it trains exactly what the evaluated run trained, with another seed.
+
+    Example::
+
+        >>> cmd = repeat_training_command(
+        ...     ["/x/monai/bundle/__main__.py", "run", "--config_file", "['t.yaml','a/simple.yaml','evaluate.yaml']",
+        ...      "--epochs", "2", "--eval#repeats", "3", "--seed", "0"], seed=5, ckpt_dir="/r/run_1")
+        >>> cmd[1:]
+        ['-m', 'monai.bundle', 'run', 'training', '--config_file', "['t.yaml', 'a/simple.yaml']", '--epochs', '2', '--seed', '5', '--ckpt_dir', '/r/run_1']
+
+    Raises:
+        ValueError: ``argv`` is not a ``monai.bundle run`` command with ``--config_file``.
+    """
+    args = list(argv[1:])
+    if not args or args[0] != "run" or not any(a == "--config_file" or a.startswith("--config_file=") for a in args):
+        raise ValueError(
+            "eval#repeats > 1 retrains through the command the evaluation was started with "
+            "(python -m monai.bundle run --config_file ...), but this process was started as "
+            f"{' '.join(argv)!r}; from Python, use benchmarks/dabnet_ablation.py --seeds N"
+        )
+    args = args[1:]
+    if args and not args[0].startswith("--"):
+        args = args[1:]  # the evaluation's run id
+    files: list[str] = []
+    overrides: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        key, has_value, value = arg[2:].partition("=")
+        if not has_value and index + 1 < len(args) and not args[index + 1].startswith("--"):
+            value, index = args[index + 1], index + 1
+        index += 1
+        if key == "config_file":
+            files += [f for f in _config_file_list(value) if not Path(f).name.startswith("evaluate.")]
+        elif key in ("seed", "ckpt_dir", "run_id") or key.startswith(tuple(drop_prefixes)):
+            continue
+        else:
+            overrides += [f"--{key}", value] if (has_value or value) else [f"--{key}"]
+    return [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(files),
+        *overrides, "--seed", str(seed), "--ckpt_dir", str(ckpt_dir),
+    ]  # fmt: skip
 
 
 def evaluate_bundle(
@@ -135,12 +223,18 @@ def evaluate_bundle(
     output_file: str | os.PathLike,
     n_bootstrap: int = 1000,
     repeats: int = 1,
-    repeat_overrides: Mapping[str, Any] | None = None,
     seed: int = 0,
     eval_description: str = "",
+    command: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the trained model (``repeats=1``) or retrain ``repeats`` times with seeds
-    ``seed .. seed+repeats-1`` and average (paper: mean of 10 runs); write ``metrics.json``."""
+    """Evaluate the trained model (``repeats=1``), or retrain ``repeats`` times with seeds
+    ``seed .. seed+repeats-1`` and average (paper: mean of 10 runs); write ``metrics.json``.
+
+    Weights load strictly (:func:`monai_mammo.checkpoints.load_network_weights`: a checkpoint with a
+    ``network_spec`` must match ``network``; a plain state dict of an older checkpoint loads too). A
+    repeat runs :func:`repeat_training_command` of ``command`` (default ``sys.argv``) in a
+    subprocess and writes its model to ``<output dir>/run_<k>/model.pt``.
+    """
     runs = []
     if repeats <= 1:
         load_network_weights(network, checkpoint, device)
@@ -148,12 +242,17 @@ def evaluate_bundle(
     else:
         out_dir = Path(output_file).parent
         for k in range(int(repeats)):
-            overrides = {**dict(repeat_overrides or {}), "seed": seed + k, "ckpt_dir": str(out_dir / f"run_{k}")}
-            trained = train_bundle(overrides)
-            load_network_weights(network, trained["checkpoint"], device)
+            run_dir = out_dir / f"run_{k}"
+            cmd = repeat_training_command(sys.argv if command is None else command, seed + k, run_dir)
+            logger.info("repeat %d/%d: %s", k + 1, repeats, " ".join(cmd))
+            result = subprocess.run(cmd, check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"repeat {k}: training failed (exit code {result.returncode}): {' '.join(cmd)}")
+            trained = str(run_dir / "model.pt")
+            load_network_weights(network, trained, device)
             metrics = auc_metrics(predict(network, dataloader, device), n_bootstrap, seed)
-            runs.append({**trained, "seed": seed + k, "metrics": metrics})
-            print(f"run {k}: AUC {metrics['overall']['auc']:.4f}, obscured AUC {metrics['obscured']['auc']:.4f}")
+            runs.append({"checkpoint": trained, "seed": seed + k, "metrics": metrics})
+            logger.info("run %d: AUC %.4f, obscured AUC %.4f", k, metrics["overall"]["auc"], metrics["obscured"]["auc"])
     summary: dict[str, Any] = {"description": eval_description, "repeats": len(runs), "runs": runs}
     for subset in ("overall", "obscured", "clear"):
         values = np.array([r["metrics"][subset]["auc"] for r in runs], dtype=np.float64)
@@ -164,32 +263,31 @@ def evaluate_bundle(
         )
     atomic_write_json(output_file, summary, default=float)
     key = "auc" if len(runs) == 1 else "auc_mean"
-    print(
-        f"DAB-Net test AUC {summary['overall'][key]:.4f} "
-        + (f"[{summary['overall']['ci_low']:.3f}, {summary['overall']['ci_high']:.3f}] " if len(runs) == 1 else "")
-        + f"obscured-only AUC {summary['obscured'][key]:.4f}; written to {output_file}"
-    )
+    ci = f"[{summary['overall']['ci_low']:.3f}, {summary['overall']['ci_high']:.3f}] " if len(runs) == 1 else ""
+    logger.info(
+        "DAB-Net test AUC %.4f %sobscured-only AUC %.4f; written to %s",
+        summary["overall"][key], ci, summary["obscured"][key], output_file,
+    )  # fmt: skip
     return summary
-
-
-def phantom_eval_data(datalist_file: str | os.PathLike, splits: Sequence[str] = ("training", "validation", "test")) -> list[dict]:
-    """All real ROIs of a (different-seed) phantom set, for evaluation."""
-    from monai.data import load_decathlon_datalist
-
-    data: list[dict] = []
-    for split in splits:
-        data += load_decathlon_datalist(str(datalist_file), data_list_key=split)
-    return data
 
 
 # --- inference -------------------------------------------------------------------------------------
 def roi_items(
-    inputs: Sequence[Mapping[str, Any] | str], crop_scale: float = 2.0, min_crop: int = 32
+    inputs: Sequence[Mapping[str, Any] | str | os.PathLike], crop_scale: float = 2.0, min_crop: int = 32
 ) -> list[dict[str, Any]]:
-    """Expand inputs into ROI items: a path or ``{"image": path}`` is a ROI crop; ``{"image": path,
-    "boxes": [[x0, y0, x1, y1], ...]}`` is a full image whose boxes are cropped as squares of side
-    ``crop_scale * max(w, h)`` centred on each box (clipped to the image), like the radiologists'
-    ROIs the model is trained on."""
+    """Expand inference inputs into ROI items for the bundle's preprocessing.
+
+    A path or ``{"image": path}`` is a ROI crop (item without ``roi_box``).
+    ``{"image": path, "boxes": [[x0, y0, x1, y1], ...]}`` is a full image: one item per box, whose
+    ``roi_box`` is the square of side ``max(min_crop, crop_scale * max(w, h))`` centred on the box
+    (like the radiologists' ROIs the model is trained on), cropped by :class:`CropRoiBoxd`.
+
+    Example::
+
+        >>> items = roi_items([{"image": "a.png", "boxes": [[10, 20, 30, 30]]}, "roi.png"])
+        >>> items[0]["roi_box"], items[1]["roi_box"]
+        ([0.0, 5.0, 40.0, 45.0], None)
+    """
     items = []
     for entry in inputs:
         entry = {"image": entry} if isinstance(entry, (str, os.PathLike)) else dict(entry)
@@ -214,55 +312,83 @@ def roi_items(
     return items
 
 
-def load_roi(item: Mapping[str, Any]) -> torch.Tensor:
-    """Read an item's image (PNG/DICOM/NIfTI through monai_mammo's radiograph reader), crop its
-    ``roi_box`` if any, scale to [0, 1]; returns ``(1, H, W)``."""
-    from monai_mammo.transforms.io import LoadRadiographd
+class CropRoiBoxd(MapTransform):
+    """Crop an item's ``roi_box`` ``[x0, y0, x1, y1]`` (stored pixels, pixel edges) out of the image.
 
-    path = item["image"]
-    image = LoadRadiographd(keys="image")({"image": path})["image"]
-    image = torch.as_tensor(np.asarray(image), dtype=torch.float32)
-    if image.ndim == 2:
-        image = image[None]
-    if item.get("roi_box") is not None:
-        height, width = image.shape[-2:]
-        x0, y0, x1, y1 = item["roi_box"]
-        c0, r0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
-        c1, r1 = min(width, int(math.ceil(x1))), min(height, int(math.ceil(y1)))
-        if c1 <= c0 or r1 <= r0:
-            raise ValueError(f"{path}: ROI {item['roi_box']} lies outside the {height}x{width} image")
-        image = image[:, r0:r1, c0:c1]
-    low, high = image.min(), image.max()
-    return (image - low) / (high - low).clamp(min=1e-8)
+    The step of the dabnet bundle's preprocessing that turns a full image with a box into the ROI
+    crop the network was trained on (:func:`roi_items` computes the box); items without a box (ROI
+    crops: training, evaluation, MONAI Label) pass unchanged. The box is widened to whole pixels
+    (floor / ceil) and clipped to the image; MONAI's ``SpatialCrop`` does the crop.
+
+    Example::
+
+        >>> d = CropRoiBoxd(keys="image")({"image": torch.arange(48.0).reshape(1, 6, 8), "roi_box": [1.5, 2, 4, 9]})
+        >>> tuple(d["image"].shape)  # rows 2..6 (clipped), columns 1..4
+        (1, 4, 3)
+
+    Args:
+        keys: the image keys.
+        box_key: the item key holding the box; default ``"roi_box"``.
+        allow_missing_keys: skip absent image keys instead of raising.
+    """
+
+    def __init__(self, keys: KeysCollection, box_key: str = "roi_box", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.box_key = box_key
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        box = d.get(self.box_key)
+        if box is None:
+            return d
+        x0, y0, x1, y1 = (float(v) for v in box)
+        for key in self.key_iterator(d):
+            height, width = d[key].shape[-2:]
+            c0, r0 = max(0, math.floor(x0)), max(0, math.floor(y0))
+            c1, r1 = min(width, math.ceil(x1)), min(height, math.ceil(y1))
+            if c1 <= c0 or r1 <= r0:
+                source = d[key].meta.get("filename_or_obj", key) if isinstance(d[key], MetaTensor) else key
+                raise ValueError(f"{source}: {self.box_key} {list(box)} lies outside the {height}x{width} image")
+            d[key] = SpatialCrop(roi_start=(r0, c0), roi_end=(r1, c1))(d[key])
+        return d
 
 
 @torch.no_grad()
 def infer_rois(
     network: torch.nn.Module,
-    inputs: Sequence[Mapping[str, Any] | str],
-    checkpoint: str | os.PathLike,
+    inputs: Sequence[Mapping[str, Any] | str | os.PathLike],
+    preprocessing: Sequence[Callable] | Callable,
     output_dir: str | os.PathLike,
-    spatial_size: Sequence[int],
     device: torch.device | str = "cpu",
     save_png: bool = False,
     crop_scale: float = 2.0,
 ) -> list[dict[str, Any]]:
-    """Probability of malignancy per ROI, written to ``output_dir/predictions.json``; with
-    ``save_png`` also ``<name>_disentangled.png`` (input | x̂_m | x̂_g) beside it."""
-    import torch.nn.functional as F
+    """Probability of malignancy per ROI, written to ``output_dir/predictions.json``.
 
-    load_network_weights(network, checkpoint, device)
+    ``inputs`` go through :func:`roi_items` and then ``preprocessing``, the bundle's one chain (the
+    same transforms as training and evaluation; a full image's box is cropped by its
+    :class:`CropRoiBoxd` step). With ``save_png`` also ``<name>_disentangled.png`` (input | x̂_m |
+    x̂_g) beside it. An input that cannot be read is skipped and listed, with the reason, in
+    ``output_dir/skipped.json``; the others are still written.
+    """
+    transform = preprocessing if callable(preprocessing) else Compose(list(preprocessing))
     network.eval()
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    wants_png = save_png and getattr(network, "decoders", "none") != "none"
+    results, skipped = [], []
     for index, item in enumerate(roi_items(inputs, crop_scale=crop_scale)):
-        roi = load_roi(item)
-        x = F.interpolate(roi[None], size=tuple(spatial_size), mode="bilinear", align_corners=False).to(device)
-        wants_png = save_png and getattr(network, "decoders", "none") != "none"
+        try:
+            image = transform(dict(item))["image"]
+        except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.warning("skipped %s: %s", item["source"], reason)
+            skipped.append({"source": item["source"], "reason": reason})
+            continue
+        x = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image))[None].to(device)
         out = network(x, return_reconstructions=True) if wants_png else network(x)
         logit = out["logit"] if isinstance(out, Mapping) else out
-        record = {"source": item["source"], "probability": float(torch.sigmoid(logit).reshape(-1)[0])}
+        record: dict[str, Any] = {"source": item["source"], "probability": float(torch.sigmoid(logit).reshape(-1)[0])}
         if item.get("roi_box") is not None:
             record.update({"box": item["box"], "roi_box": item["roi_box"]})
         if wants_png:
@@ -277,7 +403,9 @@ def infer_rois(
             record["png"] = name
         results.append(record)
     atomic_write_json(out_dir / "predictions.json", results, default=float)
-    print(f"DAB-Net inference: {len(results)} ROI(s) -> {out_dir / 'predictions.json'}")
+    if skipped:
+        atomic_write_json(out_dir / "skipped.json", skipped)
+    logger.info("DAB-Net inference: %d ROI(s) -> %s; %d skipped", len(results), out_dir / "predictions.json", len(skipped))
     return results
 
 
@@ -294,7 +422,7 @@ class MalignancyToLabeld(MapTransform):
 
     Example::
 
-        >>> image = MetaTensor(torch.zeros(1, 64, 64), meta={"spatial_shape": (40, 30)})  # read as W=40, H=30
+        >>> image = MetaTensor(torch.zeros(1, 64, 64), meta={"spatial_shape": (30, 40)})  # read as H=30, W=40
         >>> d = MalignancyToLabeld(keys="pred", ref_key="image")({"image": image, "pred": torch.tensor([0.8])})
         >>> tuple(d["pred"].shape), int(d["pred"].max()), d["result"]["label"]
         ((1, 30, 40), 2, 'malignant')
@@ -304,9 +432,10 @@ class MalignancyToLabeld(MapTransform):
             the sigmoid).
         ref_key: the input image key; the label gets the size in its ``meta["spatial_shape"]`` (the
             size as read, before resizing), else its current spatial size. Default ``"image"``.
-        spatial_shape_order: ``"wh"`` (default) or ``"hw"``: the order of ``spatial_shape``. MONAI's
-            ``PILReader`` writes ``(W, H)`` (``img.size``) even with ``reverse_indexing=False``,
-            which the bundle uses for arrays ``(1, H, W)``; ``"hw"`` for readers that write rows first.
+        spatial_shape_order: ``"hw"`` (default) or ``"wh"``: the order of ``spatial_shape``. The
+            project's reader (:class:`monai_mammo.transforms.io.RadiographReader`, which the bundle
+            uses) writes rows first, ``(H, W)``; MONAI's ``PILReader`` writes ``(W, H)``
+            (``img.size``) even with ``reverse_indexing=False``.
         threshold: probabilities ``>= threshold`` are malignant. Default 0.5.
         result_key: where the JSON result goes; default ``"result"`` (what MONAI Label returns).
         allow_missing_keys: skip absent keys instead of raising.
@@ -321,7 +450,7 @@ class MalignancyToLabeld(MapTransform):
         ref_key: str = "image",
         threshold: float = 0.5,
         result_key: str = "result",
-        spatial_shape_order: str = "wh",
+        spatial_shape_order: str = "hw",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)

@@ -3,21 +3,44 @@ samples, plus binary cross-entropy on every sample.
 
 Paper: Wang et al., "Disentangling Disease-related Representation from Obscure for Disease
 Prediction" (DAB-Net), ICML 2022, Sec. 3.3, Eqs. (2)-(4).
+
+It is a :class:`monai_mammo.multitask.WeightedLossTerms` (loss family ``"multitask"``): three named
+per-sample terms, the two reconstruction terms switched per sample by the ``is_composite`` flag.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
-from torch.nn.modules.loss import _Loss
+
+from monai_mammo.multitask import WeightedLossTerms
 
 __all__ = ["DisentangleLoss"]
 
 
-class DisentangleLoss(_Loss):
+def _classification(prediction: Mapping[str, Any], target: Mapping[str, Any], pos_weight: float | None) -> torch.Tensor:
+    """Per-sample BCE of the (B,) logit against the (B,) 0/1 label (every sample, composite or real)."""
+    logit, label = prediction["logit"], target["label"]
+    weight = None if pos_weight is None else torch.tensor(pos_weight, device=logit.device)
+    return F.binary_cross_entropy_with_logits(logit, label, reduction="none", pos_weight=weight)
+
+
+def _reconstruction(
+    prediction: Mapping[str, Any], target: Mapping[str, Any], prediction_key: str, target_key: str
+) -> torch.Tensor | None:
+    """Per-sample mean absolute error (B,) of a decoder's reconstruction, or None without that decoder."""
+    reconstruction = prediction.get(prediction_key)
+    if reconstruction is None:
+        return None
+    return (reconstruction - target[target_key].to(reconstruction)).abs().flatten(1).mean(dim=1)
+
+
+class DisentangleLoss(WeightedLossTerms):
     """DAB-Net loss (Wang et al., ICML 2022, Eq. 4)::
 
         L = mass_weight * ||x_m - x̂_m||_1 + glands_weight * ||x_g - x̂_g||_1 + cls_weight * BCE(logit, y)
@@ -26,10 +49,27 @@ class DisentangleLoss(_Loss):
       real images have no disentangled targets. Each L1 term is the mean absolute error over a
       sample's pixels (the L1 norm divided by the pixel count, so the weights do not depend on the
       image size), averaged over the composite samples of the batch. A batch with no composite
-      contributes exactly 0 through these terms (but stays in the graph).
+      contributes exactly 0 through these terms (but stays in the graph); placeholder targets of
+      real samples, even NaN, never reach the loss.
     - The classification term (BCE on the logit) counts for every sample, composite and real.
-    - Ablations: pass ``rec_mass=None`` or ``rec_glands=None`` (no mass / no glands decoder) and the
-      matching term is skipped; set a weight to 0 to switch a term off.
+    - Ablations: a network without the mass / glands decoder gives ``rec_mass=None`` /
+      ``rec_glands=None`` and the matching term is skipped; a weight of 0 switches a term off.
+
+    Two call forms:
+
+    - engine form (MONAI ``SupervisedTrainer`` with
+      ``monai_mammo.multitask.DictTargetPrepareBatch``, see the dabnet bundle's ``prepare_batch``):
+      ``loss(prediction, target)`` with ``prediction = {"logit", "rec_mass", "rec_glands"}`` (DABNet's
+      output with ``return_reconstructions=True``) and ``target = {"label", "mass", "glands",
+      "is_composite"}`` (``mass``, ``glands``, ``is_composite`` optional: absent means no composite);
+    - direct form: ``loss(logit, label, rec_mass, rec_glands, mass, glands, is_composite)``.
+
+    Numerics against the implementation before it was a :class:`~monai_mammo.multitask.WeightedLossTerms`
+    (one fused BCE with ``reduction="mean"``): with ``cls_weight=1`` (the bundle's default) the
+    ``"mean"`` value is bit-identical; a BCE summed per sample and divided by B differs from the
+    fused mean in the last bit of its gradient (about 4e-9 on a logit), and other weights, ``"sum"``
+    and ``"none"`` (terms added in the order mass, glands, classification) differ only by float
+    summation order.
 
     Args:
         mass_weight: weight of the mass reconstruction term, Eq. (2); default 1 (paper).
@@ -50,6 +90,10 @@ class DisentangleLoss(_Loss):
         ...              is_composite=torch.tensor([True, False]))
         >>> round(float(value), 4)  # BCE(0 logit) = log 2
         0.6931
+        >>> prediction = {"logit": logit, "rec_mass": x + 0.5, "rec_glands": None}
+        >>> target = {"label": label, "mass": x, "is_composite": torch.tensor([True, False])}
+        >>> round(float(loss(prediction, target)), 4)  # log 2 + |0.5 - 0| on the one composite
+        1.1931
     """
 
     def __init__(
@@ -60,34 +104,59 @@ class DisentangleLoss(_Loss):
         pos_weight: float | None = None,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        reduction = LossReduction(reduction).value
         for name, value in (("mass_weight", mass_weight), ("glands_weight", glands_weight), ("cls_weight", cls_weight)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
+        # terms in this order: the mean is (L1_mass + L1_glands) + BCE, the same float sum as before
+        super().__init__(
+            terms={
+                "mass": partial(_reconstruction, prediction_key="rec_mass", target_key="mass"),  # Eq. (2)
+                "glands": partial(_reconstruction, prediction_key="rec_glands", target_key="glands"),  # Eq. (3)
+                "cls": partial(_classification, pos_weight=pos_weight),
+            },
+            weights={"mass": mass_weight, "glands": glands_weight, "cls": cls_weight},
+            flags={"mass": "is_composite", "glands": "is_composite"},
+            reduction=LossReduction.MEAN if reduction == LossReduction.SUM.value else reduction,
+        )
+        self.reduction = reduction
         self.mass_weight = float(mass_weight)
         self.glands_weight = float(glands_weight)
         self.cls_weight = float(cls_weight)
         self.pos_weight = pos_weight
 
-    def _reconstruction(
-        self, name: str, prediction: torch.Tensor | None, target: torch.Tensor | None, batch: int, weight: float
-    ) -> torch.Tensor | None:
-        """Per-sample mean absolute error, shape (B,), or None when the term is off."""
-        if prediction is None or weight == 0:
-            return None
-        if target is None:
-            raise ValueError(f"rec_{name} was given but its target {name!r} is None")
-        if prediction.shape != target.shape or prediction.shape[0] != batch:
-            raise ValueError(
-                f"rec_{name} {tuple(prediction.shape)} and {name} {tuple(target.shape)} must have the same shape "
-                f"with batch size {batch}"
-            )
-        return (prediction - target.to(prediction)).abs().flatten(1).mean(dim=1)
+    @staticmethod
+    def _checked(prediction: Mapping[str, Any], target: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Prediction and target with a (B,) logit and a (B,) float label; shapes checked."""
+        logit = prediction["logit"]
+        if logit.ndim == 2 and logit.shape[1] == 1:
+            logit = logit[:, 0]
+        if logit.ndim != 1:
+            raise ValueError(f"logit must be (B,) or (B, 1), got {tuple(logit.shape)}")
+        batch = logit.shape[0]
+        if "label" not in target:
+            raise KeyError(f"DisentangleLoss: the target has no 'label'; keys: {sorted(target)}")
+        label = torch.as_tensor(target["label"], device=logit.device).reshape(-1).to(logit.dtype)
+        if label.shape[0] != batch:
+            raise ValueError(f"label must hold one value per sample ({batch}), got shape {tuple(label.shape)}")
+        for name in ("mass", "glands"):
+            reconstruction = prediction.get(f"rec_{name}")
+            if reconstruction is None:
+                continue
+            reference = target.get(name)
+            if reference is None:
+                raise ValueError(f"rec_{name} was given but its target {name!r} is None")
+            if reconstruction.shape != reference.shape or reconstruction.shape[0] != batch:
+                raise ValueError(
+                    f"rec_{name} {tuple(reconstruction.shape)} and {name} {tuple(reference.shape)} must have the "
+                    f"same shape with batch size {batch}"
+                )
+        return {**prediction, "logit": logit}, {**target, "label": label}
 
-    def forward(
+    def forward(  # type: ignore[override]
         self,
-        logit: torch.Tensor | Mapping,
-        label: torch.Tensor | Mapping,
+        logit: torch.Tensor | Mapping[str, Any],
+        label: torch.Tensor | Mapping[str, Any],
         rec_mass: torch.Tensor | None = None,
         rec_glands: torch.Tensor | None = None,
         mass: torch.Tensor | None = None,
@@ -96,61 +165,24 @@ class DisentangleLoss(_Loss):
     ) -> torch.Tensor:
         """
         Args:
-            logit: classifier logits ``(B,)`` or ``(B, 1)``.
-            label: 0/1 labels ``(B,)`` or ``(B, 1)`` (1 = malignant).
+            logit: classifier logits ``(B,)`` or ``(B, 1)``; or, engine form, DABNet's output dict.
+            label: 0/1 labels ``(B,)`` or ``(B, 1)`` (1 = malignant); or, engine form, the target dict.
             rec_mass, rec_glands: the decoders' reconstructions ``(B, C, H, W)``; ``None`` when the
                 network has no such decoder.
             mass, glands: the compositing inputs x_m, x_g ``(B, C, H, W)`` (placeholders for real
                 samples: they are ignored there).
             is_composite: ``(B,)`` bool; ``None`` means no sample is composite.
-
-        Engine form (MONAI ``SupervisedTrainer`` with
-        :class:`monai_mammo.networks.dabnet.DABNetPrepareBatch`): ``loss(pred, target)`` with
-        ``pred = {"logit", "rec_mass", "rec_glands"}`` (DABNet's output) and
-        ``target = {"label", "mass", "glands", "is_composite"}``.
         """
-        if isinstance(logit, Mapping):  # engine form: network dict output + target dict
+        if isinstance(logit, Mapping):
             if not isinstance(label, Mapping):
-                raise TypeError("with a dict prediction, the target must be a dict with 'label' (DABNetPrepareBatch)")
-            rec_mass, rec_glands = logit.get("rec_mass"), logit.get("rec_glands")
-            mass, glands, is_composite = label.get("mass"), label.get("glands"), label.get("is_composite")
-            logit, label = logit["logit"], label["label"]
-        if logit.ndim == 2 and logit.shape[1] == 1:
-            logit = logit[:, 0]
-        if logit.ndim != 1:
-            raise ValueError(f"logit must be (B,) or (B, 1), got {tuple(logit.shape)}")
-        batch = logit.shape[0]
-        label = torch.as_tensor(label, device=logit.device).reshape(-1).to(logit.dtype)
-        if label.shape[0] != batch:
-            raise ValueError(f"label must hold one value per sample ({batch}), got shape {tuple(label.shape)}")
-        if is_composite is None:
-            composite = torch.zeros(batch, dtype=torch.bool, device=logit.device)
+                raise TypeError("with a dict prediction, the target must be a dict with 'label' (DictTargetPrepareBatch)")
+            prediction, target = logit, label
         else:
-            composite = torch.as_tensor(is_composite, device=logit.device).reshape(-1).bool()
-            if composite.shape[0] != batch:
-                raise ValueError(f"is_composite must be (B,) with B={batch}, got shape {tuple(composite.shape)}")
-        pos_weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logit.device)
-        # classification term on every sample, composite and real (paper Sec. 3.3)
-        per_sample = self.cls_weight * F.binary_cross_entropy_with_logits(
-            logit, label, reduction="none", pos_weight=pos_weight
-        )
-        n_composite = composite.sum().to(logit.dtype)
-        total_rec = logit.new_zeros(())
-        for name, prediction, target, weight in (
-            ("mass", rec_mass, mass, self.mass_weight),  # Eq. (2)
-            ("glands", rec_glands, glands, self.glands_weight),  # Eq. (3)
-        ):
-            rec = self._reconstruction(name, prediction, target, batch, weight)
-            if rec is None:
-                continue
-            # real samples have no x_m / x_g: drop them (torch.where also blocks NaN placeholders)
-            rec = weight * torch.where(composite, rec, torch.zeros_like(rec))
-            per_sample = per_sample + rec
-            total_rec = total_rec + rec.sum() / n_composite.clamp(min=1)
-        if self.reduction == LossReduction.NONE.value:
-            return per_sample
+            prediction = {"logit": logit, "rec_mass": rec_mass, "rec_glands": rec_glands}
+            target = {"label": label, "mass": mass, "glands": glands, "is_composite": is_composite}
+            target = {k: v for k, v in target.items() if v is not None}
+        prediction, target = self._checked(prediction, target)
         if self.reduction == LossReduction.SUM.value:
-            return per_sample.sum()
-        # Eq. (4): mean BCE over all samples + mean reconstruction error over the composite samples
-        cls_mean = self.cls_weight * F.binary_cross_entropy_with_logits(logit, label, pos_weight=pos_weight)
-        return cls_mean + total_rec
+            parts = self.terms_of(prediction, target)
+            return torch.stack([value for name, value in parts.items() if not name.endswith("/count")]).sum()
+        return super().forward(prediction, target)

@@ -8,17 +8,18 @@ Prediction" (DAB-Net), ICML 2022, Sec. 3.3 (encoder f_E, decoders f_Dm / f_Dg, c
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.engines.utils import PrepareBatch
 from monai.networks.blocks import Convolution
 from monai.networks.nets import resnet34
 from torch import nn
 
-__all__ = ["DECODER_MODES", "DABNet", "DABNetPrepareBatch"]
+from monai_mammo.checkpoints import load_checkpoint, records_init_args, unwrap_state_dict
+
+__all__ = ["DECODER_MODES", "DABNet"]
 
 #: the decoder layouts (paper Table 2): both decoders (DAB-Net), ablations without one of them,
 #: one shared decoder with doubled channels ("One branch") and no decoder at all (ERM / AD).
@@ -39,6 +40,7 @@ class _Decoder(nn.Sequential):
         super().__init__(*layers)
 
 
+@records_init_args("pretrained")
 class DABNet(nn.Module):
     """DAB-Net (Wang et al., "Disentangling Disease-related Representation from Obscure for Disease
     Prediction", ICML 2022, Sec. 3.3).
@@ -59,7 +61,12 @@ class DABNet(nn.Module):
 
     ``forward(x)`` returns the logit ``(B, 1)``; ``forward(x, return_reconstructions=True)``
     returns ``{"logit", "rec_mass", "rec_glands"}`` (``None`` for an absent decoder). Inference
-    needs only f_E -> h_m -> f_C, which is what the plain call runs.
+    needs only f_E -> h_m -> f_C, which is what the plain call runs. Training calls it through
+    ``monai_mammo.multitask.DictTargetPrepareBatch(network_kwargs={"return_reconstructions": True})``.
+
+    The network records its constructor arguments (``init_args``, without ``pretrained``), so a
+    checkpoint saved with :class:`monai_mammo.checkpoints.NetworkSpec` rebuilds it
+    (:func:`monai_mammo.checkpoints.load_network`).
 
     Args:
         in_channels: image channels; default 1 (mammograms).
@@ -73,8 +80,9 @@ class DABNet(nn.Module):
             1/32 of the input). 1 keeps fine margin detail of small ROIs (e.g. 64 x 64) at 4x the
             encoder compute (map 1/16 of the input; the decoders' output is resized to the input).
         pretrained: path of a local checkpoint for the encoder (a state dict of MONAI's 2D
-            ``resnet34`` or of a DABNet, loaded with ``weights_only=True``); default ``None``
-            (random init). Nothing is downloaded.
+            ``resnet34`` or of a DABNet, possibly nested as
+            :func:`monai_mammo.checkpoints.unwrap_state_dict` reads it, loaded with
+            ``weights_only=True``); default ``None`` (random init). Nothing is downloaded.
 
     Example::
 
@@ -133,11 +141,7 @@ class DABNet(nn.Module):
 
     def load_encoder(self, path: str | os.PathLike) -> None:
         """Load encoder weights from a local checkpoint (``weights_only=True``)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-            state = state["state_dict"]
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        state = unwrap_state_dict(load_checkpoint(path), str(path))
         if any(key.startswith("encoder.") for key in state):
             state = {key[len("encoder.") :]: value for key, value in state.items() if key.startswith("encoder.")}
         state = {key: value for key, value in state.items() if not key.startswith("fc.")}
@@ -193,64 +197,3 @@ class DABNet(nn.Module):
             both = self._to_input_size(self.shared_decoder(hidden), size)
             rec_mass, rec_glands = both[:, : self.in_channels], both[:, self.in_channels :]
         return {"logit": logit, "rec_mass": rec_mass, "rec_glands": rec_glands}
-
-
-class DABNetPrepareBatch(PrepareBatch):
-    """``prepare_batch`` for MONAI's ``SupervisedTrainer`` that trains DAB-Net with the standard
-    iteration: the network is called with ``return_reconstructions=True`` and the targets are a
-    dict, which :class:`monai_mammo.losses.disentangle.DisentangleLoss` accepts as its engine form
-    (``loss(pred_dict, target_dict)``).
-
-    Args:
-        image_key: key of the input image; default ``"image"``.
-        label_key: key of the 0/1 label; default ``"label"``.
-        mass_key: key of x_m (clear mass, placeholder for real samples); default ``"x_m"``.
-        glands_key: key of x_g (glands, placeholder for real samples); default ``"x_g"``.
-        composite_key: key of the ``is_composite`` flag; default ``"is_composite"``. Missing keys
-            mean "no composite in this batch".
-
-    Example (bundle YAML)::
-
-        trainer:
-          _target_: SupervisedTrainer
-          prepare_batch: {_target_: monai_mammo.networks.dabnet.DABNetPrepareBatch}
-    """
-
-    def __init__(
-        self,
-        image_key: str = "image",
-        label_key: str = "label",
-        mass_key: str = "x_m",
-        glands_key: str = "x_g",
-        composite_key: str = "is_composite",
-    ) -> None:
-        self.image_key = image_key
-        self.label_key = label_key
-        self.mass_key = mass_key
-        self.glands_key = glands_key
-        self.composite_key = composite_key
-
-    def __call__(
-        self,
-        batchdata: dict[str, torch.Tensor],
-        device: str | torch.device | None = None,
-        non_blocking: bool = False,
-        **kwargs: Any,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor | None], tuple, dict[str, bool]]:
-        def move(key: str) -> torch.Tensor | None:
-            value = batchdata.get(key)
-            if value is None:
-                return None
-            return torch.as_tensor(value).to(device=device, non_blocking=non_blocking, **kwargs)
-
-        for key in (self.image_key, self.label_key):
-            if key not in batchdata:
-                raise KeyError(f"DABNetPrepareBatch: batch has no {key!r}; keys: {sorted(batchdata)}")
-        image = move(self.image_key)
-        targets = {
-            "label": move(self.label_key),
-            "mass": move(self.mass_key),
-            "glands": move(self.glands_key),
-            "is_composite": move(self.composite_key),
-        }
-        return image, targets, (), {"return_reconstructions": True}

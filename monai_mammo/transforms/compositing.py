@@ -24,14 +24,14 @@ __all__ = ["RandMassCompositingd", "default_pool_loader"]
 
 def default_pool_loader(item: Mapping[str, Any]) -> torch.Tensor:
     """Load a pool image (path or array) as a float32 ``(C, H, W)`` tensor scaled to [0, 1] (min-max
-    per image, like ``monai.transforms.ScaleIntensity``). PNGs are read without MONAI's reverse
-    (x-first) indexing, so rows stay y."""
+    per image, like ``monai.transforms.ScaleIntensity``). Files are read by the project's reader,
+    :class:`monai_mammo.transforms.io.LoadRadiographd` (rows = y, see :mod:`monai_mammo.coordinates`),
+    as the dabnet bundle reads its real ROIs."""
     image = item["image"]
     if isinstance(image, (str, os.PathLike)):
-        from monai.data import PILReader
-        from monai.transforms import LoadImage
+        from monai_mammo.transforms.io import LoadRadiographd
 
-        image = LoadImage(reader=PILReader(reverse_indexing=False), image_only=True, ensure_channel_first=True)(image)
+        image = LoadRadiographd(keys="image")({"image": image})["image"]
     tensor = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).float()
     if isinstance(tensor, MetaTensor):
         tensor = tensor.as_tensor()
@@ -101,8 +101,11 @@ class RandMassCompositingd(Randomizable, MapTransform):
         pool_loader: ``callable(item) -> (C, H, W) tensor`` reading a pool entry; default
             :func:`default_pool_loader` (min-max scaled to [0, 1]). It must match the intensity
             preprocessing of the real images.
-        spatial_size: ``(H, W)`` to resize pool images to (bilinear; boxes scaled alike); default
-            ``None``: pool images must already have the real images' size.
+        spatial_size: ``(H, W)`` to resize pool images to (boxes scaled alike); default ``None``:
+            pool images must already have the real images' size.
+        resize_mode: interpolation of that resize (``torch.nn.functional.interpolate``); default
+            ``"area"``, the mode of ``monai.transforms.Resized`` that resizes the real ROIs, so pool
+            images and real images are resized alike.
         label_key, mass_key, glands_key, composite_key, obscured_key: output keys; defaults
             ``"label"``, ``"x_m"``, ``"x_g"``, ``"is_composite"``, ``"obscured"``.
         allow_missing_keys: MapTransform's flag; default False.
@@ -130,6 +133,7 @@ class RandMassCompositingd(Randomizable, MapTransform):
         base_dir: str | os.PathLike | None = None,
         pool_loader: Callable[[Mapping[str, Any]], torch.Tensor] | None = None,
         spatial_size: Sequence[int] | None = None,
+        resize_mode: str = "area",
         label_key: str = "label",
         mass_key: str = "x_m",
         glands_key: str = "x_g",
@@ -160,6 +164,7 @@ class RandMassCompositingd(Randomizable, MapTransform):
         self.base_dir = None if base_dir is None else str(base_dir)
         self.pool_loader = pool_loader or default_pool_loader
         self.spatial_size = None if spatial_size is None else tuple(int(s) for s in spatial_size)
+        self.resize_mode = resize_mode
         self.label_key = label_key
         self.mass_key = mass_key
         self.glands_key = glands_key
@@ -190,7 +195,8 @@ class RandMassCompositingd(Randomizable, MapTransform):
         if self.spatial_size is None or tuple(image.shape[-2:]) == self.spatial_size:
             return image.float(), (1.0, 1.0)
         scale = (self.spatial_size[0] / image.shape[-2], self.spatial_size[1] / image.shape[-1])
-        resized = F.interpolate(image[None].float(), size=self.spatial_size, mode="bilinear", align_corners=False)[0]
+        corners = False if self.resize_mode in ("linear", "bilinear", "bicubic", "trilinear") else None
+        resized = F.interpolate(image[None].float(), size=self.spatial_size, mode=self.resize_mode, align_corners=corners)[0]
         return resized, scale
 
     def preload(self) -> RandMassCompositingd:
