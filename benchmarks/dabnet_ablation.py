@@ -10,6 +10,7 @@ Usage (from the repository root)::
 
     python benchmarks/dabnet_ablation.py --output bundles/dabnet/eval/ablation
     python benchmarks/dabnet_ablation.py --rows erm dabnet --seeds 3 --set epochs=20
+    python benchmarks/dabnet_ablation.py --smoke --rows simple --output /tmp/ablation   # quick check
 
 Writes <output>/ablation.json and <output>/ablation.md.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,23 +48,46 @@ def parse_value(text: str):
         return text
 
 
-def run_row(key: str, seed: int, out_dir: Path, sets: dict, eval_seed: int, n_bootstrap: int) -> dict:
+def train_bundle(overrides: dict, config_files: list[str]) -> dict:
+    """Run the bundle's training workflow in-process; return its checkpoint, best validation AUC and
+    wall time."""
     from monai.bundle import ConfigWorkflow
 
-    from monai_mammo.engines.dabnet import train_bundle
+    start = time.perf_counter()
+    workflow = ConfigWorkflow(
+        config_file=config_files,
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=str(BUNDLE / "configs" / "logging.conf"),
+        workflow_type="train",
+        run_id="run",
+        **{"bundle_root": str(BUNDLE), **overrides},
+    )
+    workflow.initialize()
+    workflow.run()
+    best = workflow.parser.get_parsed_content("validate#evaluator").state.best_metric
+    ckpt = str(Path(workflow.parser.get_parsed_content("ckpt_dir")) / "model.pt")
+    workflow.finalize()
+    return {"checkpoint": ckpt, "best_val_auc": float(best), "train_seconds": time.perf_counter() - start}
+
+
+def run_row(
+    key: str, seed: int, out_dir: Path, sets: dict, eval_seed: int, n_bootstrap: int, last_files: list[str] = ()
+) -> dict:
+    from monai.bundle import ConfigWorkflow
 
     files = [str(BUNDLE / "configs" / "train.yaml")]
     if ROWS[key][3]:
         files.append(str(BUNDLE / "configs" / "ablations" / ROWS[key][3]))
     run_dir = out_dir / f"{key}_seed{seed}"
     common = {**sets, "seed": seed, "ckpt_dir": str(run_dir), "output_dir": str(run_dir)}
-    trained = train_bundle(common, config_files=files)
+    trained = train_bundle(common, config_files=files + list(last_files))
     evaluate = ConfigWorkflow(
-        config_file=files + [str(BUNDLE / "configs" / "evaluate.yaml")],
+        config_file=files + [str(BUNDLE / "configs" / "evaluate.yaml")] + list(last_files),
         meta_file=str(BUNDLE / "configs" / "metadata.json"),
         workflow_type="eval",
+        run_id="evaluating",
         **common,
-        **{"eval#phantom_seed": eval_seed, "eval#n_bootstrap": n_bootstrap},
+        **{"bundle_root": str(BUNDLE), "eval_phantom#seed": eval_seed, "eval#n_bootstrap": n_bootstrap},
     )
     evaluate.initialize()
     evaluate.run()
@@ -111,6 +136,7 @@ def main() -> None:
     ap.add_argument("--n-bootstrap", type=int, default=1000)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="bundle overrides for every row, e.g. epochs=20")
     ap.add_argument("--output", default=str(BUNDLE / "eval" / "ablation"))
+    ap.add_argument("--smoke", action="store_true", help="merge configs/smoke.yaml last (a quick check of the script, no figures)")
     args = ap.parse_args()
     sets = {}
     for item in args.set:
@@ -126,7 +152,8 @@ def main() -> None:
         for key in args.rows:
             if (key, seed) in done:  # resumable: finished rows are kept
                 continue
-            result = run_row(key, seed, out_dir, sets, args.eval_seed, args.n_bootstrap)
+            smoke = [str(BUNDLE / "configs" / "smoke.yaml")] if args.smoke else []
+            result = run_row(key, seed, out_dir, sets, args.eval_seed, args.n_bootstrap, smoke)
             results.append(result)
             m = result["metrics"]
             print(

@@ -81,3 +81,38 @@ def test_bad_shapes_raise():
 
 def test_registered():
     assert isinstance(registry.build_loss("disentangle", mass_weight=0.5), DisentangleLoss)
+
+
+def test_is_weighted_loss_terms_with_composite_flags():
+    """DisentangleLoss is a monai_mammo.multitask.WeightedLossTerms: BCE on every sample, each L1
+    term over the composite samples, which terms_of reports per term with its sample count."""
+    from monai_mammo.multitask import WeightedLossTerms
+
+    b = make_batch()
+    composite = torch.tensor([False, True, True, False])
+    loss = DisentangleLoss(mass_weight=2.0)
+    assert isinstance(loss, WeightedLossTerms)
+    assert registry.component_family("loss", "disentangle") == "multitask"
+    pred = {"logit": b["logit"][:, 0], "rec_mass": b["rec_mass"], "rec_glands": b["rec_glands"]}
+    target = {"label": b["label"], "mass": b["mass"], "glands": b["glands"], "is_composite": composite}
+    parts = loss.terms_of(pred, target)
+    assert float(parts["mass/count"]) == 2 and float(parts["cls/count"]) == 4
+    l1_m = (b["rec_mass"] - b["mass"]).abs().flatten(1).mean(1)
+    torch.testing.assert_close(parts["mass"], 2 * torch.where(composite, l1_m, torch.zeros(4)))
+
+
+def test_sum_reduction_and_engine_form_without_composite_keys():
+    b = make_batch()
+    composite = torch.tensor([True, False, True, False])
+    bce = F.binary_cross_entropy_with_logits(b["logit"][:, 0], b["label"], reduction="none")
+    l1_m = (b["rec_mass"] - b["mass"]).abs().flatten(1).mean(1)[composite]
+    l1_g = (b["rec_glands"] - b["glands"]).abs().flatten(1).mean(1)[composite]
+    total = DisentangleLoss(reduction="sum")(**b, is_composite=composite)
+    torch.testing.assert_close(total, bce.sum() + l1_m.sum() + l1_g.sum())
+    # a batch of real ROIs only (DictTargetPrepareBatch leaves the optional targets out): BCE alone
+    pred = {"logit": b["logit"], "rec_mass": None, "rec_glands": None}
+    torch.testing.assert_close(DisentangleLoss()(pred, {"label": b["label"]}), bce.mean())
+    with pytest.raises(ValueError, match="target 'mass' is None"):
+        DisentangleLoss()({"logit": b["logit"], "rec_mass": b["rec_mass"]}, {"label": b["label"]})
+    with pytest.raises(TypeError, match="target must be a dict"):
+        DisentangleLoss()(pred, b["label"])

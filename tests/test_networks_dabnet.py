@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from monai_mammo.losses.disentangle import DisentangleLoss
-from monai_mammo.networks.dabnet import DECODER_MODES, DABNet, DABNetPrepareBatch
+from monai_mammo.checkpoints import build_network, load_network, network_spec, save_network
+from monai_mammo.multitask import DictTargetPrepareBatch
+from monai_mammo.networks.dabnet import DECODER_MODES, DABNet
 
 SMALL = (8, 8, 8, 8, 8)
 
@@ -30,20 +32,40 @@ def test_shapes_for_every_decoder_mode(decoders):
         assert out["rec_mass"].shape == (1, 1, 70, 50)
 
 
-def test_classifier_reads_only_the_mass_half():
+@pytest.mark.parametrize("decoders", ["both", "none"])
+def test_classifier_reads_only_the_mass_half(decoders, monkeypatch):
+    """Through the real forward: the hidden map is replaced by a chosen one; changing its glands
+    half (channels 256..511) leaves the logit and x̂_m alone and changes x̂_g; changing the mass
+    half changes the logit. Without decoders (ERM) the classifier reads the whole map."""
     torch.manual_seed(0)
-    net = DABNet(decoder_channels=SMALL).eval()
+    net = DABNet(decoders=decoders, decoder_channels=SMALL).eval()
     hidden = torch.randn(2, 512, 2, 2)
-    h_mass, h_glands = net.split(hidden)
-    assert h_mass.shape == h_glands.shape == (2, 256, 2, 2)
-    changed = hidden.clone()
-    changed[:, 256:] = torch.randn(2, 256, 2, 2)
-    torch.testing.assert_close(net.classifier(net.split(hidden)[0]), net.classifier(net.split(changed)[0]))
-    # the glands half gets no gradient from the classification term
+    new_glands = hidden.clone()
+    new_glands[:, 256:] = torch.randn(2, 256, 2, 2)
+    new_mass = hidden.clone()
+    new_mass[:, :256] = torch.randn(2, 256, 2, 2)
     x = torch.rand(2, 1, 64, 64)
-    hidden = net.encode(x).detach().requires_grad_(True)
-    net.classifier(net.split(hidden)[0]).sum().backward()
-    assert hidden.grad[:, 256:].abs().sum() == 0 and hidden.grad[:, :256].abs().sum() > 0
+
+    def run(h):
+        monkeypatch.setattr(net, "encode", lambda _: h)
+        with torch.no_grad():
+            return net(x, return_reconstructions=True)
+
+    base, glands_changed, mass_changed = run(hidden), run(new_glands), run(new_mass)
+    assert not torch.allclose(base["logit"], mass_changed["logit"])
+    if decoders == "none":
+        assert not torch.allclose(base["logit"], glands_changed["logit"])
+        return
+    torch.testing.assert_close(base["logit"], glands_changed["logit"], rtol=0, atol=0)
+    torch.testing.assert_close(base["rec_mass"], glands_changed["rec_mass"], rtol=0, atol=0)
+    assert not torch.allclose(base["rec_glands"], glands_changed["rec_glands"])
+    # and the glands half gets no gradient from the classification term
+    net.train()
+    monkeypatch.undo()
+    encoded = net.encode(x).detach().requires_grad_(True)
+    monkeypatch.setattr(net, "encode", lambda _: encoded)
+    net(x).sum().backward()
+    assert encoded.grad[:, 256:].abs().sum() == 0 and encoded.grad[:, :256].abs().sum() > 0
 
 
 def test_gradients_reach_encoder_from_all_three_terms():
@@ -85,7 +107,11 @@ def test_supervised_trainer_few_steps_loss_falls():
         network=net,
         optimizer=torch.optim.Adam(net.parameters(), 1e-3),
         loss_function=DisentangleLoss(),
-        prepare_batch=DABNetPrepareBatch(),
+        prepare_batch=DictTargetPrepareBatch(
+            target_keys={"label": "label", "mass": "x_m", "glands": "x_g", "is_composite": "is_composite"},
+            optional_keys=["mass", "glands", "is_composite"],
+            network_kwargs={"return_reconstructions": True},
+        ),
         decollate=False,
     )
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
@@ -105,3 +131,26 @@ def test_bad_input_and_pretrained(tmp_path):
     torch.save(net.state_dict(), path)
     other = DABNet(decoder_channels=SMALL, pretrained=path)
     torch.testing.assert_close(other.encoder.conv1.weight, net.encoder.conv1.weight)
+
+
+def test_checkpoint_records_the_network_and_rebuilds_it(tmp_path):
+    """@records_init_args: the spec holds the constructor arguments given (not `pretrained`), and a
+    checkpoint rebuilds the same network with the same outputs."""
+    torch.manual_seed(0)
+    encoder = tmp_path / "enc.pt"
+    torch.save(DABNet(decoder_channels=SMALL).state_dict(), encoder)
+    net = DABNet(decoders="mass_only", decoder_channels=SMALL, conv1_stride=1, pretrained=encoder).eval()
+    spec = network_spec(net)
+    assert spec == {
+        "_target_": "monai_mammo.networks.dabnet.DABNet",
+        "decoders": "mass_only",
+        "decoder_channels": list(SMALL),
+        "conv1_stride": 1,
+    }
+    rebuilt = build_network(spec)
+    assert rebuilt.decoders == "mass_only" and rebuilt.glands_decoder is None
+    path = save_network(net, tmp_path / "model.pt")
+    loaded = load_network(path)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))

@@ -381,6 +381,8 @@ def infer_rois(
         try:
             image = transform(dict(item))["image"]
         except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+            while exc.__cause__ is not None:  # MONAI's Compose wraps the transform's own error
+                exc = exc.__cause__
             reason = f"{type(exc).__name__}: {exc}"
             logger.warning("skipped %s: %s", item["source"], reason)
             skipped.append({"source": item["source"], "reason": reason})
