@@ -4,7 +4,7 @@ Wang et al., "Disentangling Disease-related Representation from Obscure for Dise
 ICML 2022. What the bundle's configs call that MONAI and the library do not provide:
 
 * evaluation: AUC overall / obscured-only / clear-only with percentile bootstrap CIs
-  (:func:`bootstrap_auc`, :func:`evaluate_bundle`), optionally retraining ``repeats`` times through
+  (:func:`monai_mammo.metrics.classification.bootstrap_auc`, :func:`evaluate_bundle`), optionally retraining ``repeats`` times through
   the command line the evaluation was started with (:func:`repeat_training_command`);
 * the clear-mass pool of a datalist (:func:`mass_pool`);
 * ROI inference on crops or on full images with boxes (:func:`roi_items`, :class:`CropRoiBoxd`,
@@ -32,16 +32,14 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.metrics import compute_roc_auc
 from monai.transforms import Compose, MapTransform, SpatialCrop
 
 from monai_mammo.atomic_io import atomic_write_json
 from monai_mammo.bundle_utils import load_items
 from monai_mammo.checkpoints import load_network_weights
+from monai_mammo.metrics.classification import bootstrap_auc
 
 __all__ = [
-    "roc_auc",
-    "bootstrap_auc",
     "predict",
     "auc_metrics",
     "mass_pool",
@@ -55,58 +53,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-# --- metrics -------------------------------------------------------------------------------------
-def roc_auc(scores: Sequence[float], labels: Sequence[int]) -> float:
-    """Area under the ROC curve (MONAI's ``compute_roc_auc``); NaN, silently, with one class only
-    (bootstrap resamples of a small subset hit that case often).
-
-    Example::
-
-        >>> roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
-        0.75
-    """
-    labels_t = torch.as_tensor(np.asarray(labels).astype(np.int64))
-    if labels_t.numel() == 0 or labels_t.min() == labels_t.max():
-        return float("nan")
-    return float(compute_roc_auc(torch.as_tensor(np.asarray(scores, dtype=np.float64)), labels_t))
-
-
-def bootstrap_auc(
-    scores: Sequence[float], labels: Sequence[int], n_bootstrap: int = 1000, seed: int = 0, level: float = 0.95
-) -> dict[str, Any]:
-    """AUC with a percentile bootstrap confidence interval: cases resampled with replacement
-    ``n_bootstrap`` times (``numpy.random.default_rng(seed)``); resamples holding one class only
-    have no AUC and are skipped (``n_bootstrap`` in the result counts the ones used).
-
-    Returns ``{"auc", "n", "n_positive", "ci_low", "ci_high", "ci_level", "n_bootstrap"}``; with one
-    class only (or ``n_bootstrap=0``) the AUC or the CI is NaN and ``n_bootstrap`` is 0.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(int)
-    auc = roc_auc(scores, labels)
-    result: dict[str, Any] = {"auc": auc, "n": int(len(labels)), "n_positive": int(labels.sum())}
-    if math.isnan(auc) or n_bootstrap <= 0:
-        result.update({"ci_low": float("nan"), "ci_high": float("nan"), "n_bootstrap": 0})
-        return result
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(int(n_bootstrap)):
-        index = rng.integers(0, len(labels), len(labels))
-        value = roc_auc(scores[index], labels[index])
-        if not math.isnan(value):
-            values.append(value)
-    tail = (1 - level) / 2 * 100
-    result.update(
-        {
-            "ci_low": float(np.percentile(values, tail)),
-            "ci_high": float(np.percentile(values, 100 - tail)),
-            "ci_level": level,
-            "n_bootstrap": len(values),
-        }
-    )
-    return result
 
 
 # --- prediction / evaluation ---------------------------------------------------------------------
