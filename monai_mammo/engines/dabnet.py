@@ -3,9 +3,10 @@
 Wang et al., "Disentangling Disease-related Representation from Obscure for Disease Prediction",
 ICML 2022. What the bundle's configs call that MONAI and the library do not provide:
 
-* evaluation: AUC overall / obscured-only / clear-only with percentile bootstrap CIs
-  (:func:`monai_mammo.metrics.classification.bootstrap_auc`, :func:`evaluate_bundle`), optionally retraining ``repeats`` times through
-  the command line the evaluation was started with (:func:`repeat_training_command`);
+* evaluation (:func:`evaluate_bundle`): AUC overall / obscured-only / clear-only with percentile
+  bootstrap CIs (:func:`monai_mammo.metrics.classification.bootstrap_auc`), optionally retraining
+  ``repeats`` times through the command the evaluation was started with
+  (:func:`repeat_training_command`);
 * the clear-mass pool of a datalist (:func:`mass_pool`);
 * ROI inference on crops or on full images with boxes (:func:`roi_items`, :class:`CropRoiBoxd`,
   :func:`infer_rois`), through the bundle's one preprocessing chain;
