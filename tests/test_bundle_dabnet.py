@@ -195,31 +195,51 @@ def test_monai_label_postprocessing_layout(tmp_path):
         assert out["result"]["malignancy_probability"] == pytest.approx(float(torch.sigmoid(torch.tensor(logit))))
 
 
-@pytest.mark.parametrize("rank", [0, 1])
-def test_multi_gpu_train_keeps_the_lr_schedule_on_every_rank(rank, smoke, tmp_path, monkeypatch):
-    """multi_gpu_train.yaml merged on train.yaml (and smoke.yaml) parses; ranks > 0 keep the
-    LrScheduleHandler and lose only validation / logging; rank 0 keeps everything and validates
-    the module inside the DDP wrapper."""
-    import torch.distributed as dist
-    from monai.handlers import LrScheduleHandler, StatsHandler, ValidationHandler
+_RANK_SCRIPT = """
+import json, sys
+import torch
+import torch.distributed as dist
+from monai.bundle import ConfigParser
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
-    try:
-        monkeypatch.setattr(dist, "get_rank", lambda *a, **k: rank)
-        parser = parser_of("train.yaml", "multi_gpu_train.yaml", "smoke.yaml", **{"phantom#cache_dir": str(smoke[0] / "phantoms")})
-        handlers = parser.get_parsed_content("train#trainer#train_handlers")
-        kinds = [type(h) for h in handlers]
-        assert LrScheduleHandler in kinds
-        if rank == 0:
-            assert kinds == [ValidationHandler, StatsHandler, LrScheduleHandler]
-            assert parser.get_parsed_content("validate#evaluator").network is parser.get_parsed_content("network").module
-        else:
-            assert kinds == [LrScheduleHandler]
-            assert parser.get_parsed_content("pretrain#trainer#train_handlers") == []
-            assert parser.get_parsed_content("validate#evaluator#val_handlers") is None
-        assert isinstance(parser.get_parsed_content("network"), torch.nn.parallel.DistributedDataParallel)
-    finally:
-        dist.destroy_process_group()
+rank, pg_file, cache_dir, bundle = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+dist.init_process_group("gloo", init_method="file://" + pg_file, rank=rank, world_size=2)
+parser = ConfigParser()
+parser.read_config([bundle + "/configs/" + n for n in ("train.yaml", "multi_gpu_train.yaml", "smoke.yaml")])
+parser.update({"bundle_root": bundle, "phantom#cache_dir": cache_dir})
+names = lambda handlers: [type(h).__name__ for h in handlers or []]
+sampler = parser.get_parsed_content("validate#dataloader").sampler
+print(json.dumps({
+    "train": names(parser.get_parsed_content("train#trainer#train_handlers")),
+    "pretrain": names(parser.get_parsed_content("pretrain#trainer#train_handlers")),
+    "validate": names(parser.get_parsed_content("validate#evaluator#val_handlers")),
+    "network": type(parser.get_parsed_content("network")).__name__,
+    "val_sampler": [type(sampler).__name__, len(sampler)],
+}))
+dist.destroy_process_group()
+"""
+
+
+def test_multi_gpu_train_keeps_the_lr_schedule_on_every_rank(smoke, tmp_path):
+    """multi_gpu_train.yaml merged on train.yaml (and smoke.yaml) parses in a real 2-process gloo
+    group: rank 1 keeps the LrScheduleHandler and the (collective) ValidationHandler and loses only
+    logging / saving; the validation set is split between the ranks."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    args = [str(tmp_path / "pg"), str(smoke[0] / "phantoms"), str(BUNDLE)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RANK_SCRIPT, str(rank), *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    rank0, rank1 = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
+    assert rank0["train"] == ["ValidationHandler", "StatsHandler", "LrScheduleHandler"]
+    assert rank1["train"] == ["ValidationHandler", "LrScheduleHandler"]
+    assert rank0["pretrain"] == ["StatsHandler"] and rank1["pretrain"] == []
+    assert rank0["validate"] == ["StatsHandler", "CheckpointSaver"] and rank1["validate"] == []
+    assert rank0["network"] == rank1["network"] == "DistributedDataParallel"
+    n_validation = len(json.loads(next((smoke[0] / "phantoms").glob("roi-n20-s0-*/datalist.json")).read_text())["validation"])
+    assert rank0["val_sampler"][0] == "DistributedSampler" and rank0["val_sampler"][1] + rank1["val_sampler"][1] == n_validation
 
 
 def test_plugin_tensor_loss_is_rejected_when_the_config_is_built():
