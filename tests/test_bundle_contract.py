@@ -233,22 +233,55 @@ def test_train_workflow_properties_with_smoke(bundle, tmp_path, restore_threads)
         workflow.finalize()
 
 
-def _train_network_checkpoint(bundle: Path, ckpt_dir: Path) -> torch.nn.Module:
-    """The network train.yaml builds (its default, full size), saved as ``ckpt_dir/model.pt`` the way
-    training saves it (with its network spec)."""
+def _networks_training_saves(bundle: Path, ckpt_dir: Path) -> dict[str, torch.nn.Module]:
+    """Write, into ``ckpt_dir``, a checkpoint of every network train.yaml saves (untrained, default
+    sizes, with its network spec, as training writes it) and return them by file name.
+
+    Found in the config: each ``CheckpointSaver`` (its ``save_dict#model`` under its
+    ``key_metric_filename`` / ``final_filename``) and each ``monai_mammo.checkpoints.save_network``
+    (the ``network`` beside it, e.g. a cascade stage's, under its ``path``).
+    """
     from monai_mammo.checkpoints import save_network
 
     parser = _parser(*_configs(bundle, "train.yaml"))
     parser["device"] = "$torch.device('cpu')"
-    network = parser.get_parsed_content("network_def")
-    save_network(network, ckpt_dir / "model.pt")
-    return network
+    parser["ckpt_dir"] = str(ckpt_dir)
+    to_save: dict[str, str] = {}
+
+    def walk(value: Any, id: str, parent: str) -> None:
+        if isinstance(value, dict):
+            target = str(value.get("_target_", ""))
+            if target.split(".")[-1] == "CheckpointSaver":
+                filename = value.get("key_metric_filename") or value.get("final_filename")
+                model = (value.get("save_dict") or {}).get("model")
+                if filename and isinstance(model, str) and re.fullmatch(r"@[\w#:]+", model):
+                    to_save[str(Path(parser.get_parsed_content(f"{id}#save_dir")) / filename)] = model[1:]
+            elif target == "monai_mammo.checkpoints.save_network":
+                to_save[str(parser.get_parsed_content(f"{id}#path"))] = f"{parent}#network"
+            for key, sub in value.items():
+                walk(sub, f"{id}#{key}" if id else str(key), id)
+        elif isinstance(value, list):
+            for index, sub in enumerate(value):
+                walk(sub, f"{id}#{index}", id)
+
+    walk(parser.get(), "", "")
+    saved = {}
+    for path, network_id in sorted(to_save.items()):
+        network = parser.get_parsed_content(network_id)
+        network = network() if callable(network) and not isinstance(network, torch.nn.Module) else network  # _mode_: callable
+        assert Path(path).parent == ckpt_dir, f"{path}: training saves networks under ckpt_dir"
+        save_network(network, path)
+        saved[Path(path).name] = network
+    assert "model.pt" in saved, f"train.yaml saves no models/model.pt (MONAI Label loads it); found {sorted(saved)}"
+    return saved
 
 
 def test_infer_workflow_properties_and_the_network_training_saves(bundle, tmp_path, restore_threads):
-    # inference builds its network from the checkpoint training writes, or from its own
-    # network_def: either way it must be the network train.yaml trains
-    trained = _train_network_checkpoint(bundle, tmp_path / "models")
+    # inference builds its networks from the checkpoints training writes into ckpt_dir, or from
+    # its own network_def: either way it must be the network train.yaml trains
+    inference = _parser(*_configs(bundle, "inference.yaml"))
+    assert "ckpt_dir" in inference and "dataset_dir" in inference, "inference.yaml reads its models from ckpt_dir"
+    trained = _networks_training_saves(bundle, tmp_path / "models")["model.pt"]
     workflow = ConfigWorkflow(
         config_file=_configs(bundle, "inference.yaml"),
         meta_file=str(bundle / "configs" / "metadata.json"),
@@ -281,17 +314,28 @@ def test_multi_gpu_train_parses_merged_on_train(bundle):
     assert not re.search(r"handlers\s*\[", handlers), "never slice handler lists by index: the order is not a contract"
 
 
+class _PassThroughDDP(torch.nn.Module):
+    """Stands in for DistributedDataParallel where no process group exists: wraps, never communicates."""
+
+    def __init__(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module(*args, **kwargs)
+
+
 @pytest.fixture
 def fake_two_rank_process_group(monkeypatch):
     """torch.distributed answering as a 2-rank group (rank chosen by the test), DDP a pass-through."""
     import torch.distributed as dist
 
     state = {"rank": 0}
+    # is_initialized stays False: ignite's handlers would otherwise query the (absent) backend
     monkeypatch.setattr(dist, "is_available", lambda: True)
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_rank", lambda *a, **k: state["rank"])
     monkeypatch.setattr(dist, "get_world_size", lambda *a, **k: 2)
-    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda module, *a, **k: module)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", _PassThroughDDP)
     return state
 
 
@@ -307,19 +351,36 @@ def _handler_types(parser: ConfigParser, id: str) -> list[str]:
     return [type(h).__name__ for h in parser.get_parsed_content(id) or []]
 
 
+def _rank_selected_sections(bundle: Path) -> list[str]:
+    """Sections ``S`` whose ``S#trainer#train_handlers`` multi_gpu_train.yaml changes (``train``,
+    and e.g. a pretraining stage)."""
+    single = _parser(*_configs(bundle, "train.yaml"))
+    multi = _parser(*_configs(bundle, "train.yaml", "multi_gpu_train.yaml"))
+    sections = []
+    for section, content in multi.get().items():
+        if isinstance(content, dict) and f"{section}#handlers" in multi and f"{section}#trainer#train_handlers" in multi:
+            if multi.get(f"{section}#trainer#train_handlers") != single.get(f"{section}#trainer#train_handlers"):
+                sections.append(section)
+    return sections
+
+
 def test_multi_gpu_ranks_above_zero_keep_every_handler_that_changes_training(bundle, tmp_path, fake_two_rank_process_group):
+    sections = _rank_selected_sections(bundle)
+    assert "train" in sections, "multi_gpu_train.yaml must choose train#trainer#train_handlers per rank"
     parser = _multi_gpu_parser(bundle, tmp_path)
-    fake_two_rank_process_group["rank"] = 0
-    parser.parse(reset=True)
-    all_handlers = _handler_types(parser, "train#handlers")
-    rank0 = _handler_types(parser, "train#trainer#train_handlers")
-    assert collections.Counter(rank0) == collections.Counter(all_handlers), "rank 0 runs every training handler"
-    fake_two_rank_process_group["rank"] = 1
-    parser.parse(reset=True)
-    rank1 = collections.Counter(_handler_types(parser, "train#trainer#train_handlers"))
-    needed = collections.Counter(h for h in all_handlers if h not in RANK_ZERO_ONLY_HANDLERS)
-    assert not needed - rank1, f"ranks > 0 lose {sorted((needed - rank1).elements())}: every rank must step the same way"
-    assert not rank1 - collections.Counter(all_handlers)
+    for section in sections:
+        fake_two_rank_process_group["rank"] = 0
+        parser.parse(reset=True)
+        all_handlers = _handler_types(parser, f"{section}#handlers")
+        rank0 = _handler_types(parser, f"{section}#trainer#train_handlers")
+        assert collections.Counter(rank0) == collections.Counter(all_handlers), f"{section}: rank 0 runs every handler"
+        fake_two_rank_process_group["rank"] = 1
+        parser.parse(reset=True)
+        rank1 = collections.Counter(_handler_types(parser, f"{section}#trainer#train_handlers"))
+        needed = collections.Counter(h for h in all_handlers if h not in RANK_ZERO_ONLY_HANDLERS)
+        lost = sorted((needed - rank1).elements())
+        assert not lost, f"{section}: ranks > 0 lose {lost}: every rank must step the same way"
+        assert not rank1 - collections.Counter(all_handlers)
 
 
 def test_multi_gpu_network_is_the_network_train_builds(bundle, tmp_path, fake_two_rank_process_group):
@@ -331,6 +392,7 @@ def test_multi_gpu_network_is_the_network_train_builds(bundle, tmp_path, fake_tw
     multi = _multi_gpu_parser(bundle, tmp_path)
     torch.manual_seed(0)
     network = multi.get_parsed_content("network")
+    network = network.module if isinstance(network, _PassThroughDDP) else network
     assert type(network) is type(expected)
     differ = [k for k, v in expected.state_dict().items() if not torch.equal(v, network.state_dict()[k])]
     assert not differ, f"multi_gpu_train.yaml builds the network differently from train.yaml: {differ[:5]}"
