@@ -145,28 +145,46 @@ def resolve_datalist(
     return str(ensure_phantoms(kind, cache_dir, n, seed, **spec))
 
 
-def load_items(datalist: str | os.PathLike, keys: str | Sequence[str] = "training") -> list[dict]:
-    """Items of one or more lists of a decathlon-style datalist, paths made absolute.
-
-    ``keys`` is a list name or several (concatenated); missing lists are skipped, but if none of
-    them exists a ``ValueError`` names the file and the lists it has.
-    """
-    from monai.data import load_decathlon_datalist
-
-    names = [keys] if isinstance(keys, str) else list(keys)
+def _read_datalist(datalist: str | os.PathLike) -> dict:
     try:
         content = json.loads(Path(datalist).read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"datalist {datalist}: cannot be read as JSON ({exc})") from exc
     if not isinstance(content, dict):
         raise ValueError(f"datalist {datalist}: expected a JSON object of lists, got {type(content).__name__}")
+    return content
+
+
+def load_items(datalist: str | os.PathLike, keys: str | Sequence[str] = "training") -> list[dict]:
+    """Items of one or more lists of a decathlon-style datalist, paths made absolute (relative to
+    the datalist's folder, as :func:`monai.data.load_decathlon_datalist` does).
+
+    ``keys`` is a list name or several (concatenated); missing lists are skipped, but if none of
+    them exists a ``ValueError`` names the file and the lists it has. An item that is not an object
+    with an ``"image"`` (a ``"test"`` list may hold bare paths) is a ``ValueError`` naming the
+    file, the list and the item's index.
+    """
+    from monai.data import load_decathlon_datalist
+
+    names = [keys] if isinstance(keys, str) else list(keys)
+    content = _read_datalist(datalist)
     present = [k for k in names if k in content]
     if not present:
         lists = [k for k, v in content.items() if isinstance(v, list)]
         raise ValueError(f"datalist {datalist}: none of the lists {names}; it has {lists}")
     items: list[dict] = []
     for key in present:
-        if content[key]:
+        entries = content[key]
+        if not isinstance(entries, list):
+            raise ValueError(f"datalist {datalist}: {key!r} must be a list of items, got {type(entries).__name__}")
+        bare_test_paths = key == "test" and bool(entries) and not isinstance(entries[0], dict)
+        for index, entry in enumerate(entries):
+            if bare_test_paths and isinstance(entry, str):
+                continue
+            if not isinstance(entry, dict) or "image" not in entry:
+                what = f"keys {sorted(entry)}" if isinstance(entry, dict) else f"a {type(entry).__name__}"
+                raise ValueError(f"datalist {datalist}: {key}[{index}] must be an object with an 'image' path, got {what}")
+        if entries:
             items += load_decathlon_datalist(str(datalist), is_segmentation=False, data_list_key=key)
     return items
 
@@ -184,10 +202,12 @@ def inference_items(input_path: str | os.PathLike | Sequence[str] | None, datali
         return [{"image": str(p)} for p in input_path]
     path = Path(input_path)
     if path.suffix.lower() == ".json":
-        content = json.loads(path.read_text())
+        content = _read_datalist(path)
         keys = [k for k in datalist_keys if content.get(k)]
         if not keys:
             keys = [k for k, v in content.items() if isinstance(v, list) and v and isinstance(v[0], dict)]
+        if not keys:
+            raise ValueError(f"datalist {path}: no items in {list(datalist_keys)} nor in any other list")
         return load_items(path, keys)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))

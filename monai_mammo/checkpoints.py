@@ -31,14 +31,17 @@ Example::
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import logging
+import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from monai_mammo.atomic_io import atomic_path
@@ -63,13 +66,30 @@ logger = logging.getLogger(__name__)
 STATE_DICT_KEYS = ("model", "network", "state_dict", "model_state_dict")
 #: module prefixes a checkpoint's ``_target_`` may name
 ALLOWED_TARGET_PREFIXES = ("monai_mammo.", "monai.networks.")
-_PRIMITIVES = (str, int, float, bool, type(None))
-
-
 def _plain_value(value: Any, where: str) -> Any:
-    """``value`` as lists / dicts of primitives (what ``weights_only=True`` loads back)."""
-    if isinstance(value, _PRIMITIVES):
-        return value
+    """``value`` as lists / dicts of exact ``str``, ``int``, ``float``, ``bool`` and ``None`` (what
+    ``weights_only=True`` loads back: a ``StrEnum`` such as MONAI's ``BlendMode`` or a numpy scalar
+    would be pickled as its class and make the checkpoint unloadable).
+
+    Example::
+
+        >>> import numpy as np
+        >>> from monai.utils import BlendMode
+        >>> _plain_value({"mode": BlendMode.GAUSSIAN, "size": (np.int64(3), 4.0), "on": np.bool_(True)}, "net")
+        {'mode': 'gaussian', 'size': [3, 4.0], 'on': True}
+    """
+    if value is None:
+        return None
+    if isinstance(value, enum.Enum):
+        return _plain_value(value.value, where)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (list, tuple)):
@@ -90,6 +110,10 @@ def records_init_args(*drop: str):
     def decorate(cls: type) -> type:
         original_init = cls.__init__
         signature = inspect.signature(original_init)
+        takes_any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+        unknown = sorted(set(drop) - set(signature.parameters)) if not takes_any_keyword else []
+        if unknown:  # a misspelled name would silently keep a pretrained path in every checkpoint
+            raise TypeError(f"records_init_args on {cls.__name__}: no constructor argument named {unknown}")
 
         @functools.wraps(original_init)
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -12,7 +12,11 @@ Example plugin module (declared in its ``pyproject.toml`` as
 
     @hookimpl
     def register_losses():
-        return [Component("my_loss", "my_pkg.losses:MyLoss", "what it does, in one line")]
+        return [Component("my_loss", "my_pkg.losses:MyLoss", "what it does, in one line", family="tensor")]
+
+Each component names its *family*, the call contract it implements (:data:`FAMILIES`); a plugin
+whose hooks return anything but :class:`Component` objects of a known family is reported as failed
+when it loads (``monai-mammo plugins`` shows why) and the other plugins keep working.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""``monai-mammo plugins``: what was loaded, from which distribution, with which hooks."""
+"""``monai-mammo plugins``: what was loaded, from which distribution, with which hooks, and the call
+contract (family, :data:`monai_mammo.hookspecs.FAMILIES`) each component implements."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from monai_mammo import registry
+from monai_mammo import hookspecs, registry
 
 KIND_TITLES = {"loss": "Losses", "compositor": "Compositors", "metric": "Metrics"}
 
@@ -18,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     plugins = registry.list_plugins()
     components = registry.get_registry().describe_components()
     if args.json:
-        print(json.dumps({"plugins": plugins, "components": components}, indent=2))
+        listing = {"plugins": plugins, "components": components, "families": hookspecs.FAMILIES}
+        print(json.dumps(listing, indent=2))
         return 0
     print("Plugins:")
     for plugin in plugins:
@@ -28,7 +30,11 @@ def run(args: argparse.Namespace) -> int:
         if plugin["error"]:
             print(f"  {'':<20} error: {plugin['error']}")
     for kind, entries in components.items():
-        print(f"\n{KIND_TITLES.get(kind, kind)}:")
+        print(f"\n{KIND_TITLES.get(kind, kind)} (name, family, plugin, description):")
         for entry in entries:
-            print(f"  {entry['name']:<28} [{entry['plugin']}] {entry['description']}")
+            print(f"  {entry['name']:<28} {entry['family']:<12} [{entry['plugin']}] {entry['description']}")
+    print("\nFamilies (the call contract a bundle config accepts with accept_families=[...]):")
+    for kind, families in hookspecs.FAMILIES.items():
+        for family, contract in families.items():
+            print(f"  {kind:<10} {family:<12} {contract}")
     return 0

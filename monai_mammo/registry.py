@@ -13,8 +13,19 @@ so ``--loss#name <another>`` swaps in any installed plugin's loss.
 
 Set ``MONAI_MAMMO_PLUGINS`` to a comma-separated list of entry-point names to load only those
 third-party plugins (the built-ins always load); set it to an empty string to load none. Plugins
-that fail to import, or whose hooks fail pluggy's validation, are skipped with a warning and shown
-as failed by ``monai-mammo plugins``.
+that fail to import, whose hooks fail pluggy's validation, or whose hooks return something the
+contract does not allow (not a :class:`~monai_mammo.hookspecs.Component`, or a family not in
+:data:`~monai_mammo.hookspecs.FAMILIES`) are skipped with a warning naming them and shown as failed by
+``monai-mammo plugins``; the others keep working.
+
+Each component implements one call contract, its *family* (:data:`monai_mammo.hookspecs.FAMILIES`).
+A bundle config names the families it can call, and a component of another family is rejected
+when the config is built, naming the component, its plugin and what the bundle needs::
+
+    loss:
+      _target_: monai_mammo.registry.build_loss
+      name: disentangle
+      accept_families: [multitask]
 
 Example::
 
@@ -22,6 +33,8 @@ Example::
     >>> "weighted_bce" in registry.list_components()["loss"]
     True
     >>> loss = registry.build_loss("weighted_bce")
+    >>> registry.component_family("loss", "ttest")
+    'pixel_masks'
 """
 
 from __future__ import annotations
@@ -118,6 +131,7 @@ class ComponentRegistry:
         self.plugin_manager.add_hookspecs(hookspecs)
         self.plugins: list[PluginRecord] = []
         self._components: dict[str, dict[str, RegisteredComponent]] | None = None
+        self._plugin_components: dict[str, dict[str, list[Component]]] = {}
         if entry_points is None:
             entry_points = list(metadata.entry_points(group=ENTRY_POINT_GROUP))
         if allowed is None:
@@ -156,6 +170,42 @@ class ComponentRegistry:
             record.hooks = []
             known = ", ".join(sorted(KIND_HOOKS.values()))
             self._fail(record, f"implements unknown hook(s) {', '.join(unknown)}; known hooks: {known}")
+            return
+        try:
+            self._plugin_components[record.name] = self._validated_components(plugin)
+        except Exception as exc:  # a hook that raises or returns what the contract does not allow
+            self.plugin_manager.unregister(plugin)
+            record.hooks = []
+            self._fail(record, str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__}: {exc}")
+
+    def _validated_components(self, plugin: object) -> dict[str, list[Component]]:
+        """Call the plugin's hooks once and check what they return: :class:`Component` objects of a
+        known family. Done when the plugin loads, so a bad plugin is reported as failed (with its
+        name) and left out, instead of failing every later lookup."""
+        found: dict[str, list[Component]] = {}
+        implementations = {
+            caller.name: impl.function
+            for caller in self.plugin_manager.get_hookcallers(plugin) or []
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin
+        }
+        for kind, hook_name in KIND_HOOKS.items():
+            if hook_name not in implementations:
+                continue
+            components = list(implementations[hook_name]() or [])
+            for component in components:
+                if not isinstance(component, Component):
+                    raise TypeError(
+                        f"{hook_name} returned {component!r}; expected monai_mammo.hookspecs.Component"
+                    )
+                family = component.family or hookspecs.DEFAULT_FAMILY[kind]
+                if family not in hookspecs.FAMILIES[kind]:
+                    raise TypeError(
+                        f"{kind} {component.name!r} names family {family!r}; known {kind} families: "
+                        f"{', '.join(hookspecs.FAMILIES[kind])}"
+                    )
+            found[kind] = components
+        return found
 
     def _unknown_hooks(self, plugin: object) -> list[str]:
         """Hook implementations with no matching spec (usually a misspelled hook name)."""
@@ -186,22 +236,10 @@ class ComponentRegistry:
     def _collect(self) -> dict[str, dict[str, RegisteredComponent]]:
         records = {record.name: record for record in self.plugins}
         table: dict[str, dict[str, RegisteredComponent]] = {kind: {} for kind in KIND_HOOKS}
-        for kind, hook_name in KIND_HOOKS.items():
-            hook = getattr(self.plugin_manager.hook, hook_name)
-            for impl in hook.get_hookimpls():
-                record = records[impl.plugin_name]
-                for component in impl.function() or []:
-                    if not isinstance(component, Component):
-                        raise TypeError(
-                            f"plugin {record.name!r} ({record.distribution}) returned {component!r} from "
-                            f"{hook_name}; expected monai_mammo.hookspecs.Component"
-                        )
-                    family = component.family or hookspecs.DEFAULT_FAMILY[kind]
-                    if family not in hookspecs.FAMILIES[kind]:
-                        raise TypeError(
-                            f"plugin {record.name!r} ({record.distribution}): {kind} {component.name!r} names "
-                            f"family {family!r}; known {kind} families: {', '.join(hookspecs.FAMILIES[kind])}"
-                        )
+        for plugin_name, by_kind in self._plugin_components.items():
+            record = records[plugin_name]
+            for kind, components in by_kind.items():
+                for component in components:
                     previous = table[kind].get(component.name)
                     if previous is not None:
                         raise DuplicateComponentError(

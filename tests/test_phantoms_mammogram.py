@@ -189,3 +189,32 @@ def test_bad_options_name_the_problem(tmp_path: Path) -> None:
         synthesize("ct", tmp_path, n=1, seed=0)
     with pytest.raises(ValueError, match="image_size"):
         synthesize("mammogram", tmp_path, n=1, seed=0, image_size=(16, 16))
+
+
+def test_unavailable_syntax_is_replaced_with_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Where no JPEG 2000 encoder exists (pydicom 2.4, MONAI Label's environment) the generator
+    writes RLE instead, says so, and leaves every other draw unchanged."""
+    from monai_mammo.data.phantoms import dicom_writer
+
+    opts = dict(image_size=(128, 104), syntax_probs=(0, 0, 1))
+    reference = json.loads(synthesize("mammogram", tmp_path / "with", n=2, seed=3, **opts).read_text())
+    monkeypatch.setattr(dicom_writer, "available_syntaxes", lambda: {"explicit": "", "rle": "", "jpeg2000": "no encoder here"})
+    with caplog.at_level("WARNING"):
+        replaced = json.loads(synthesize("mammogram", tmp_path / "without", n=2, seed=3, **opts).read_text())
+    assert "RLE Lossless instead of jpeg2000" in caplog.text and "no encoder here" in caplog.text
+    items = [(a, b) for key in ("training", "validation", "test") for a, b in zip(reference[key], replaced[key])]
+    assert items and all(a["transfer_syntax"] == "jpeg2000" and b["transfer_syntax"] == "rle" for a, b in items)
+    for a, b in items:
+        ds_a, ds_b = pydicom.dcmread(tmp_path / "with" / a["image"]), pydicom.dcmread(tmp_path / "without" / b["image"])
+        assert ds_b.file_meta.TransferSyntaxUID == pydicom.uid.RLELossless
+        assert ds_a.SOPInstanceUID == ds_b.SOPInstanceUID
+        assert np.array_equal(ds_a.pixel_array, ds_b.pixel_array)
+
+
+def test_writer_refuses_a_syntax_it_cannot_encode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monai_mammo.data.phantoms import dicom_writer
+
+    monkeypatch.setattr(dicom_writer, "available_syntaxes", lambda: {"explicit": "", "rle": "", "jpeg2000": "no encoder here"})
+    with pytest.raises(ValueError, match=r"x\.dcm: cannot write 'jpeg2000': no encoder here"):
+        write_mammogram_dicom(tmp_path / "x.dcm", np.zeros((8, 8), np.uint16), uid_key="k", patient_id="P", laterality="L", view="CC", spacing_mm=0.07, syntax="jpeg2000")
+    assert not (tmp_path / "x.dcm").exists()

@@ -20,6 +20,28 @@ def test_plugins_json_lists_plugins_and_components(capsys):
     assert names["builtin"]["distribution"] == "monai-mammo"
     losses = {c["name"]: c for c in listing["components"]["loss"]}
     assert losses["weighted_bce"]["plugin"] == "builtin" and losses["weighted_bce"]["description"]
+    assert losses["weighted_bce"]["family"] == "tensor" and losses["ttest"]["family"] == "pixel_masks"
+    assert losses["disentangle"]["family"] == "multitask"
+    compositors = {c["name"]: c for c in listing["components"]["compositor"]}
+    assert compositors["alpha_blend"]["family"] == "blend"
+    assert listing["families"]["loss"]["multitask"].startswith("loss(prediction: Mapping[str, Tensor]")
+
+
+def test_plugins_text_shows_each_component_family(capsys):
+    assert cli.main(["plugins"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    ttest = [line.split() for line in lines if line.strip().startswith("ttest ")]
+    assert ttest and ttest[0][:3] == ["ttest", "pixel_masks", "[builtin]"]
+    froc = [line.split() for line in lines if line.strip().startswith("froc ")]
+    assert froc[0][:3] == ["froc", "cumulative", "[builtin]"]
+    families = lines[lines.index("Families (the call contract a bundle config accepts with accept_families=[...]):") + 1 :]
+    assert [line.split()[:2] for line in families] == [
+        ["loss", "tensor"],
+        ["loss", "pixel_masks"],
+        ["loss", "multitask"],
+        ["compositor", "blend"],
+        ["metric", "cumulative"],
+    ]
 
 
 def test_plugins_text_shows_failed_plugin_with_reason(tmp_path, monkeypatch, capsys):
@@ -28,7 +50,7 @@ def test_plugins_text_shows_failed_plugin_with_reason(tmp_path, monkeypatch, cap
         assert cli.main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "broken" in out and "failed" in out and "boom" in out
-    assert "Losses:" in out and "weighted_bce" in out
+    assert "Losses (name, family, plugin, description):" in out and "weighted_bce" in out
 
 
 def test_console_script_entry_point_runs():

@@ -3,8 +3,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from monai_mammo import registry
-from monai_mammo.registry import ComponentNotFoundError, ComponentRegistry, DuplicateComponentError
+from monai_mammo import hookspecs, registry
+from monai_mammo.registry import (
+    ComponentNotFoundError,
+    ComponentRegistry,
+    DuplicateComponentError,
+    IncompatibleComponentError,
+)
 from tests.plugin_factory import LOSS_PLUGIN, make_plugin_distribution
 
 
@@ -107,7 +112,7 @@ def test_wrong_hook_arguments_are_rejected_by_pluggy(tmp_path, monkeypatch):
     assert "weighted_bce" in registry.list_components()["loss"]
 
 
-def test_hook_returning_a_non_component_is_a_clear_error(tmp_path, monkeypatch):
+def test_hook_returning_a_non_component_fails_that_plugin_only(tmp_path, monkeypatch):
     source = """
     from monai_mammo.hookspecs import hookimpl
 
@@ -116,8 +121,106 @@ def test_hook_returning_a_non_component_is_a_clear_error(tmp_path, monkeypatch):
         return [("auc", object, "a tuple, not a Component")]
     """
     make_plugin_distribution(tmp_path, monkeypatch, "tuple-dist", "tuples", source)
-    with pytest.raises(TypeError, match="tuples.*Component"):
-        registry.list_components()
+    with pytest.warns(RuntimeWarning, match=r"'tuples' \(distribution tuple-dist.*expected monai_mammo.hookspecs.Component"):
+        plugins = registry.list_plugins()
+    tuples = [p for p in plugins if p["name"] == "tuples"][0]
+    assert tuples["status"] == "failed" and "register_metrics returned ('auc'" in tuples["error"]
+    assert "roc_auc" in registry.list_components()["metric"]
+
+
+def test_components_without_a_family_get_their_kind_default(tmp_path, monkeypatch):
+    source = """
+    from monai_mammo.hookspecs import Component, hookimpl
+
+    @hookimpl
+    def register_losses():
+        return [Component("plain_loss", "x.y:Loss")]
+
+    @hookimpl
+    def register_compositors():
+        return [Component("plain_blend", "x.y:Blend")]
+
+    @hookimpl
+    def register_metrics():
+        return [Component("plain_metric", "x.y:Metric")]
+    """
+    make_plugin_distribution(tmp_path, monkeypatch, "plain-dist", "plain", source)
+    assert registry.component_family("loss", "plain_loss") == "tensor"
+    assert registry.component_family("compositor", "plain_blend") == "blend"
+    assert registry.component_family("metric", "plain_metric") == "cumulative"
+    assert hookspecs.DEFAULT_FAMILY == {"loss": "tensor", "compositor": "blend", "metric": "cumulative"}
+
+
+def test_component_family_of_the_builtins():
+    expected = {
+        ("loss", "weighted_bce"): "tensor",
+        ("loss", "ttest"): "pixel_masks",
+        ("loss", "mse_reconstruction"): "pixel_masks",
+        ("loss", "segmentation_ce"): "pixel_masks",
+        ("loss", "disentangle"): "multitask",
+        ("compositor", "alpha_blend"): "blend",
+        ("compositor", "simple"): "blend",
+        ("metric", "froc"): "cumulative",
+    }
+    assert {key: registry.component_family(*key) for key in expected} == expected
+    with pytest.raises(ComponentNotFoundError, match="no loss named 'nope'"):
+        registry.component_family("loss", "nope")
+
+
+def test_unknown_family_fails_the_plugin_with_its_name(tmp_path, monkeypatch):
+    source = """
+    from monai_mammo.hookspecs import Component, hookimpl
+
+    @hookimpl
+    def register_losses():
+        return [Component("odd_loss", "x.y:Loss", "calls itself a volume loss", family="volumetric")]
+    """
+    make_plugin_distribution(tmp_path, monkeypatch, "odd-dist", "odd", source)
+    with pytest.warns(RuntimeWarning, match=r"plugin 'odd' \(distribution odd-dist 0.0.1\) was skipped"):
+        plugins = registry.list_plugins()
+    odd = [p for p in plugins if p["name"] == "odd"][0]
+    assert odd["status"] == "failed" and odd["hooks"] == []
+    assert "'odd_loss' names family 'volumetric'" in odd["error"]
+    assert "known loss families: tensor, pixel_masks, multitask" in odd["error"]
+    losses = registry.list_components()["loss"]
+    assert "odd_loss" not in losses and "weighted_bce" in losses  # the others keep working
+
+
+def test_accept_families_rejects_with_component_plugin_and_needed_family(tmp_path, monkeypatch):
+    make_plugin_distribution(tmp_path, monkeypatch, "acme-losses", "acme", LOSS_PLUGIN.format(name="half_l1"))
+    monkeypatch.setenv(registry.PLUGINS_ENV_VAR, "acme")  # the built-ins and acme, whatever else is installed
+    registry.reset_registry()
+    with pytest.raises(IncompatibleComponentError) as excinfo:
+        registry.build_loss("half_l1", accept_families=["multitask"], scale=2.0)
+    message = str(excinfo.value)
+    assert message.startswith("loss 'half_l1' (family 'tensor', plugin 'acme' of acme-losses) cannot be used here")
+    assert "needs a loss of family 'multitask': " + hookspecs.FAMILIES["loss"]["multitask"] in message
+    assert message.endswith("Usable loss names: disentangle")
+    # several accepted families: both named, every usable loss listed
+    with pytest.raises(IncompatibleComponentError) as excinfo:
+        registry.build_loss("disentangle", accept_families=["pixel_masks", "tensor"])
+    message = str(excinfo.value)
+    assert "plugin 'builtin' of monai-mammo" in message and "'pixel_masks': " in message and "; or 'tensor': " in message
+    assert message.endswith("Usable loss names: half_l1, mse_reconstruction, segmentation_ce, ttest, weighted_bce")
+    # an accepted family builds, a bare string works too
+    assert registry.build_loss("half_l1", accept_families="tensor", scale=2.0).scale == 2.0
+    assert isinstance(excinfo.value, ValueError)  # MONAI's config errors and callers catch ValueError
+
+
+def test_accept_families_checks_before_building(tmp_path, monkeypatch):
+    source = """
+    from monai_mammo.hookspecs import Component, hookimpl
+
+    def explode(**kwargs):
+        raise AssertionError("built although its family was rejected")
+
+    @hookimpl
+    def register_compositors():
+        return [Component("explosive", explode, "must never be built here")]
+    """
+    make_plugin_distribution(tmp_path, monkeypatch, "boom-dist", "boom", source)
+    with pytest.raises(IncompatibleComponentError, match="compositor 'explosive'"):
+        registry.get_registry().build("compositor", "explosive", accept_families=["no_such_family"])
 
 
 def test_env_var_restricts_third_party_plugins(tmp_path, monkeypatch):

@@ -7,11 +7,17 @@ inverted: high value = dark) or MONOCHROME2, WindowCenter/Width, RescaleSlope/In
 syntax: Explicit VR Little Endian, RLE Lossless or JPEG 2000 Lossless (encoded with pydicom's
 ``Dataset.compress`` through pylibjpeg-rle / pylibjpeg-openjpeg). UIDs are derived from the content
 identifiers, and dates are fixed, so the same phantom gives the same bytes.
+
+Works with pydicom 3 and with pydicom 2.4 (which MONAI Label 0.8.5's environment pins). pydicom 2.4
+has no JPEG 2000 encoder: :func:`available_syntaxes` says which syntaxes can be written here, and
+the phantom generator writes RLE instead of JPEG 2000 where it cannot, saying so once in the log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +33,44 @@ from pydicom.uid import (
 
 from monai_mammo.atomic_io import atomic_path
 
-__all__ = ["write_mammogram_dicom", "TRANSFER_SYNTAXES"]
+__all__ = ["write_mammogram_dicom", "TRANSFER_SYNTAXES", "available_syntaxes", "PYDICOM_MAJOR"]
+
+logger = logging.getLogger(__name__)
 
 #: short name -> transfer syntax UID
 TRANSFER_SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
+
+PYDICOM_MAJOR = int(pydicom.__version__.split(".")[0])
+
+
+def _encoder_available(uid: str) -> tuple[bool, str]:
+    """Whether pydicom can encode ``uid`` here, and if not, why."""
+    if uid == ExplicitVRLittleEndian:
+        return True, ""
+    try:
+        from pydicom.pixels import get_encoder  # pydicom >= 3
+    except ImportError:
+        from pydicom.encoders import get_encoder  # pydicom 2.x
+    try:
+        encoder = get_encoder(uid)
+    except NotImplementedError:
+        return False, f"pydicom {pydicom.__version__} has no encoder for {uid.name}"
+    if not encoder.is_available:
+        return False, f"no installed plugin can encode {uid.name} (pydicom {pydicom.__version__}; e.g. pylibjpeg-openjpeg)"
+    return True, ""
+
+
+@lru_cache(maxsize=1)
+def available_syntaxes() -> dict[str, str]:
+    """``{short name: ""}`` for the syntaxes this installation can write, and ``{name: why not}``
+    for the others: ``{name: reason}`` with an empty reason when available.
+
+    Example::
+
+        >>> available_syntaxes()["explicit"]
+        ''
+    """
+    return {name: _encoder_available(uid)[1] for name, uid in TRANSFER_SYNTAXES.items()}
 
 _MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 
@@ -73,6 +113,8 @@ def write_mammogram_dicom(
         raise ValueError(f"write_mammogram_dicom {path}: expected a 2D uint16 image, got {image.dtype} {image.shape}")
     if syntax not in TRANSFER_SYNTAXES:
         raise ValueError(f"write_mammogram_dicom {path}: unknown syntax {syntax!r}; known: {sorted(TRANSFER_SYNTAXES)}")
+    if available_syntaxes()[syntax]:
+        raise ValueError(f"write_mammogram_dicom {path}: cannot write {syntax!r}: {available_syntaxes()[syntax]}")
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise ValueError(f"write_mammogram_dicom {path}: photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
     path = Path(path)
@@ -138,10 +180,16 @@ def write_mammogram_dicom(
         setattr(ds, keyword, value)
     ds.PixelData = stored.tobytes()
     if syntax != "explicit":
-        # keep our deterministic SOP Instance UID (compress() would otherwise mint a random one)
-        ds.compress(TRANSFER_SYNTAXES[syntax], stored, generate_instance_uid=False)
+        if PYDICOM_MAJOR >= 3:
+            # keep our deterministic SOP Instance UID (pydicom 3's compress() would mint a random one)
+            ds.compress(TRANSFER_SYNTAXES[syntax], stored, generate_instance_uid=False)
+        else:
+            ds.compress(TRANSFER_SYNTAXES[syntax], stored)
     with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        if PYDICOM_MAJOR >= 3:
+            ds.save_as(tmp, enforce_file_format=True)
+        else:  # pydicom 2.x spelling of the same: preamble, file meta, conformant encoding
+            ds.save_as(tmp, write_like_original=False)
     return path
 
 

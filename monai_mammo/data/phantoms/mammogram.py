@@ -32,12 +32,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+logger = logging.getLogger(__name__)
 from scipy.special import expit
 
 from .lesions import (
@@ -543,7 +546,15 @@ def synthesize_mammograms(out_dir: str | Path, n: int, seed: int, **options: Any
         path of ``datalist.json``.
     """
     from ._io import GENERATOR_VERSION, split_groups, write_json, write_png
-    from .dicom_writer import write_mammogram_dicom
+    from .dicom_writer import available_syntaxes, write_mammogram_dicom
+
+    unavailable = {name: why for name, why in available_syntaxes().items() if why}
+    if unavailable:
+        logger.warning(
+            "phantoms: writing RLE Lossless instead of %s here (%s)",
+            ", ".join(unavailable),
+            "; ".join(f"{name}: {why}" for name, why in unavailable.items()),
+        )
 
     opts = MammogramOptions(**options)
     out = Path(out_dir)
@@ -567,6 +578,8 @@ def synthesize_mammograms(out_dir: str | Path, n: int, seed: int, **options: Any
             rendered = render_view(vrng, plan, view, opts)
             photometric = "MONOCHROME1" if vrng.uniform() < opts.monochrome1_fraction else "MONOCHROME2"
             syntax = ("explicit", "rle", "jpeg2000")[int(vrng.choice(3, p=syntax_p))]
+            if syntax in unavailable:  # the draw stays, so every other pixel and tag is unchanged
+                syntax = "rle" if "rle" not in unavailable else "explicit"
             with_pixel_spacing = bool(vrng.uniform() < opts.pixel_spacing_fraction)
             # magnification only where PixelSpacing (breast plane) is present to correct it
             magnification = float(round(vrng.uniform(1.0, 1.1), 4)) if with_pixel_spacing else 1.0

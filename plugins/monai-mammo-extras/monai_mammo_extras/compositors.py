@@ -17,7 +17,9 @@ class MaxIntensityBlend:
     Example::
 
         >>> blend = MaxIntensityBlend(sigma_scale=0.5)
-        >>> composite, alpha = blend(torch.rand(1, 64, 64), torch.rand(1, 64, 64), [16, 16, 48, 48])
+        >>> composite, alpha = blend(torch.ones(1, 64, 64), torch.full((1, 64, 64), 0.3), [16, 16, 48, 48])
+        >>> round(composite[0, 32, 32].item(), 3), round(composite[0, 0, 0].item(), 3)  # mass in front, glands
+        (0.999, 0.3)
 
     Args:
         sigma_scale: σ_x = sigma_scale · box width and σ_y = sigma_scale · box height (default 0.5).

@@ -22,7 +22,9 @@ class AsymmetricFocalLoss(_Loss):
     Example::
 
         >>> loss = AsymmetricFocalLoss(gamma_positive=0.0, gamma_negative=4.0, margin=0.05)
-        >>> loss(torch.zeros(2, 3), torch.tensor([[1., 0., 0.], [0., 1., 0.]]))
+        >>> # p = 0.5 everywhere: positives cost log 2, negatives 0.45^4 * -log(0.55); mean of 2 and 4
+        >>> round(loss(torch.zeros(2, 3), torch.tensor([[1., 0., 0.], [0., 1., 0.]])).item(), 4)
+        0.2474
 
     Args:
         gamma_positive: focusing exponent γ+ for positive targets (default 0: plain log-loss).

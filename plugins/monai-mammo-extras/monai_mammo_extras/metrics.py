@@ -17,7 +17,7 @@ class ExpectedCalibrationErrorMetric(CumulativeIterationMetric):
     Example::
 
         >>> metric = ExpectedCalibrationErrorMetric(num_bins=10)
-        >>> metric(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))
+        >>> _ = metric(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))  # each bin is off by 0.1
         >>> round(metric.aggregate(), 3)
         0.1
 
