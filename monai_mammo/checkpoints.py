@@ -118,6 +118,8 @@ def records_init_args(*drop: str):
         @functools.wraps(original_init)
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             bound = signature.bind(self, *args, **kwargs)
+            # defaults too: ``Net()`` and ``Net(x=<default>)`` are the same network and must have one spec
+            bound.apply_defaults()
             arguments: dict[str, Any] = {}
             for name, value in list(bound.arguments.items())[1:]:
                 if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:

@@ -50,9 +50,11 @@ def tests_may_be_built(monkeypatch):
 def test_records_init_args_keeps_what_was_passed_and_drops_the_named_ones():
     net = TinyNet(3, hidden=(5,), pretrained="/weights/imagenet.pt", mode=BlendMode.GAUSSIAN, scale=np.float64(0.5))
     assert net.pretrained_was == "/weights/imagenet.pt"  # the constructor still got it
-    assert net.init_args == {"in_features": 3, "hidden": [5], "mode": "gaussian", "scale": 0.5}
+    assert net.init_args == {"in_features": 3, "out_features": 2, "hidden": [5], "mode": "gaussian", "scale": 0.5}
     assert type(net.init_args["mode"]) is str and type(net.init_args["scale"]) is float
-    assert network_spec(net) == {"_target_": f"{__name__}.TinyNet", "in_features": 3, "hidden": [5], "mode": "gaussian", "scale": 0.5}
+    assert network_spec(net) == {"_target_": f"{__name__}.TinyNet", "in_features": 3, "out_features": 2, "hidden": [5], "mode": "gaussian", "scale": 0.5}
+    # a default passed explicitly is the same network
+    assert network_spec(TinyNet(3)) == network_spec(TinyNet(3, out_features=2, hidden=(4,)))
 
 
 def test_records_init_args_refuses_what_a_checkpoint_cannot_hold():
@@ -78,7 +80,7 @@ def test_network_spec_looks_through_data_parallel_and_needs_the_decorator():
     net = TinyNet(3)
     wrapped = torch.nn.DataParallel(net)
     assert unwrap_network(wrapped) is net and unwrap_network(net) is net
-    assert network_spec(wrapped) == {"_target_": f"{__name__}.TinyNet", "in_features": 3}
+    assert network_spec(wrapped) == {"_target_": f"{__name__}.TinyNet", "in_features": 3, "out_features": 2, "hidden": [4]}
     with pytest.raises(TypeError, match=r"Linear does not record its constructor arguments \(use @records_init_args\)"):
         network_spec(torch.nn.Linear(2, 2))
 
@@ -122,7 +124,7 @@ def test_network_spec_item_round_trips_through_monai_checkpoint_handlers(tmp_pat
     saved = sorted(tmp_path.glob("*.pt"))
     assert len(saved) == 1
     content = torch.load(saved[0], weights_only=True)
-    assert content["network_spec"] == {"_target_": f"{__name__}.TinyNet", "in_features": 3, "hidden": [5]}
+    assert content["network_spec"] == {"_target_": f"{__name__}.TinyNet", "in_features": 3, "out_features": 2, "hidden": [5]}
 
     same = TinyNet(3, hidden=(5,))
     CheckpointLoader(load_path=str(saved[0]), load_dict={"model": same, "network_spec": NetworkSpec(same)})(engine)
@@ -135,9 +137,9 @@ def test_network_spec_item_round_trips_through_monai_checkpoint_handlers(tmp_pat
 
 def test_network_spec_mismatch_lists_every_differing_argument():
     with pytest.raises(ValueError) as excinfo:
-        NetworkSpec(TinyNet(4, out_features=3)).load_state_dict({"_target_": f"{__name__}.TinyNet", "in_features": 3, "hidden": [4]})
+        NetworkSpec(TinyNet(4, out_features=3)).load_state_dict({"_target_": f"{__name__}.TinyNet", "in_features": 3, "hidden": [4], "depth": 2})
     message = str(excinfo.value)
-    assert "hidden: checkpoint [4] vs network None" in message
+    assert "depth: checkpoint 2 vs network None" in message and "hidden" not in message
     assert "in_features: checkpoint 3 vs network 4" in message and "out_features: checkpoint None vs network 3" in message
 
 
