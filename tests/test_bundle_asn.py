@@ -149,11 +149,11 @@ def test_loss_families_decide_the_candidate_map_and_reject_multitask_losses() ->
         assert "loss 'disentangle' (family 'multitask'" in message and "needs a loss of family 'pixel_masks'" in message
 
 
-def test_disabled_fpr_builds_nothing_of_the_stage() -> None:
+def test_disabled_fpr_builds_nothing_of_the_stage(work: Path) -> None:
     """No placeholder data: the FPR stage's pieces are factories until the stage runs."""
     from monai_mammo.handlers.stage import StageHandler, TrainingStage
 
-    parser = _parser(TRAIN, fpr__enabled=False)
+    parser = _parser(TRAIN, SMOKE, fpr__enabled=False, **{"phantom#cache_dir": str(work / "phantoms"), "log_dir": str(work / "runs")})
     stage = parser.get_parsed_content("fpr_stage")
     assert isinstance(stage, TrainingStage) and stage.network_ is None
     assert callable(stage.data) and callable(stage.network) and not isinstance(stage.network, torch.nn.Module)
@@ -209,7 +209,8 @@ def test_check_properties(trained: str, work: Path) -> None:
     from monai.bundle import ConfigWorkflow
 
     train = ConfigWorkflow(config_file=[TRAIN, SMOKE], meta_file=META, workflow_type="train",
-                           **{"phantom#cache_dir": str(work / "phantoms")})
+                           **{"phantom#cache_dir": str(work / "phantoms"), "log_dir": str(work / "runs_check"),
+                              "ckpt_dir": str(work / "models_check")})
     train.initialize()
     assert not train.check_properties()
     datalist = next((work / "phantoms").glob("mammogram-n4-s0-*/datalist.json"))
@@ -237,7 +238,7 @@ def test_monai_label_style_overrides(trained: str, work: Path, tmp_path: Path) -
         Image.fromarray(label).save(tmp_path / f"{image.stem}.png")
         items.append({"image": str(image), "label": str(tmp_path / f"{image.stem}.png"), "n": len(item["points"])})
     wf = ConfigWorkflow(config_file=[TRAIN, SMOKE], workflow_type="train", run_id="run",
-                        **{"phantom#cache_dir": str(work / "phantoms"), "ckpt_dir": str(tmp_path)})
+                        **{"phantom#cache_dir": str(work / "phantoms"), "ckpt_dir": str(tmp_path), "log_dir": str(tmp_path / "runs")})
     wf.parser["train#dataset#data"] = [{"image": i["image"], "label": i["label"]} for i in items]
     wf.parser["validate#dataset#data"] = [{"image": i["image"], "label": i["label"]} for i in items]
     wf.parser["train#trainer#max_epochs"] = 1
