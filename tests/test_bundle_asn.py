@@ -50,9 +50,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("asn")
 
 
-def _dirs(work: Path) -> list[str]:
+def _dirs(work: Path, phantoms: Path | None = None) -> list[str]:
     return ["--ckpt_dir", str(work / "models"), "--output_dir", str(work / "eval"), "--log_dir", str(work / "runs"),
-            "--phantom#cache_dir", str(work / "phantoms")]
+            "--phantom#cache_dir", str(phantoms or work / "phantoms")]
 
 
 @pytest.fixture(scope="module")
@@ -275,6 +275,20 @@ def test_multi_gpu_config_keeps_training_handlers_on_every_rank(monkeypatch: pyt
         assert isinstance(network, StandInDDP) and network.module.head_init_scale == 0.05  # head init from network_def
         assert parser.get_parsed_content("validate#evaluator").network is network.module
         assert "gloo" in parser["initialize"][0] and "nccl" in parser["initialize"][0]
+        assert parser.get_parsed_content("validate#key_metric#val_proposals_recall").metric_fn.gather is False
+
+
+@pytest.mark.slow
+def test_multi_gpu_training_under_torchrun_on_cpu(work: Path) -> None:
+    """Two gloo processes on the CPU (issue 12 makes this a regular test)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    command = ["torchrun", "--standalone", "--nnodes=1", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
+               "--config_file", _files(TRAIN, MULTI_GPU, SMOKE), *_dirs(work / "ddp")]
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert out.count("FROC proposals (epoch 2)") == 1 and out.count("FPR stage: done") == 1  # rank 0 only
+    assert (work / "ddp" / "models" / "fpr.pt").is_file()
 
 
 def test_metadata_for_monai_label() -> None:

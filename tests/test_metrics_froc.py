@@ -221,3 +221,13 @@ def test_froc_report_handler_logs_each_metric_and_writes_the_report(tmp_path, ca
     assert json.loads((tmp_path / "metrics.json").read_text())["final"]["recall_at"]["R@1"] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="at least one"):
         FROCReportHandler({})
+
+
+def test_gather_across_ranks_or_not(monkeypatch) -> None:
+    """Under torch.distributed the buffers are gathered (every rank's shard), unless gather=False."""
+    import monai_mammo.metrics.froc as froc
+
+    monkeypatch.setattr(froc, "evenly_divisible_all_gather", lambda t, concat=True: torch.cat([t, t]))  # two ranks, same images
+    gathered, local = _metric(), _metric(gather=False)
+    assert gathered.compute_details()["num_images"] == 2 * local.compute_details()["num_images"]
+    assert gathered.compute_details()["recall_at"] == local.compute_details()["recall_at"]
