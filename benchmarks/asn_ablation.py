@@ -4,7 +4,7 @@ Zhang et al., CVPR 2019 (Sec. 4.3-4.5) claim (1) the t-test loss beats plain MSE
 finding µCs, (2) ASN proposals are at least as good as those of the same U-Net trained as a
 segmenter with cross-entropy, (3) the t-test variance terms help (λp = λn = 0 is worse) and (4)
 FPR improves the final detections. Each variant is the bundle's own training run with one small
-override config from ``bundles/asn/configs/ablation_*.yaml``, evaluated by ``evaluate.yaml`` on the
+override config from ``bundles/asn/configs/ablations/*.yaml``, evaluated by ``evaluate.yaml`` on the
 held-out phantoms (a different seed from training). "FPR off" re-evaluates the t-test model with
 ``fpr#enabled false`` (no retraining).
 
@@ -34,9 +34,9 @@ CONFIGS = REPO / "bundles" / "asn" / "configs"
 #: variant -> (override configs merged on train.yaml, label in the table)
 VARIANTS: dict[str, tuple[list[str], str]] = {
     "ttest": ([], "ASN, t-test loss (default)"),
-    "ttest_no_lambda": (["ablation_ttest_no_lambda.yaml"], "ASN, t-test with λp = λn = 0"),
-    "mse": (["ablation_mse.yaml"], "MSE reconstruction"),
-    "unet_ce": (["ablation_unet_ce.yaml"], "U-Net + CE (segmenter)"),
+    "ttest_no_lambda": (["ablations/ttest_no_lambda.yaml"], "ASN, t-test with λp = λn = 0"),
+    "mse": (["ablations/mse.yaml"], "MSE reconstruction"),
+    "unet_ce": (["ablations/unet_ce.yaml"], "U-Net + CE (segmenter)"),
 }
 
 

@@ -35,10 +35,9 @@ DEFAULT_BUDGETS = ("0.998:100", "0.995:200", "0.99:300", "0.98:800")
 def main(argv: list[str] | None = None) -> list[dict]:
     from monai.bundle import ConfigParser
 
-    from monai_mammo.engines.weights import load_network_weights
-    from monai_mammo.inferers.candidates import extract_candidates
+    from monai_mammo.checkpoints import load_network_weights
     from monai_mammo.metrics.froc import PointFROCMetric, match_points
-    from monai_mammo.networks.asn import candidate_map
+    from monai_mammo.regions import candidate_map, regions_from_map
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budgets", nargs="+", default=list(DEFAULT_BUDGETS), help="QUANTILE:MAX pairs")
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for i in range(n):
             item = dataset[i]
             image = item["image"].as_tensor()[None].float()
-            maps.append(candidate_map(inferer(image, network), image, candidates["mode"])[0, 0].numpy())
+            maps.append(candidate_map(inferer(image, network), image, candidates["map"])[0, 0].numpy())
             breasts.append(np.asarray(item["breast_mask"][0]) > 0)
             gts.append(np.asarray(item["points"], dtype=np.float64).reshape(-1, 2))
     spacing = [float(parser.get_parsed_content("target_spacing"))] * 2
@@ -75,12 +74,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         quantile, max_candidates = budget.split(":")
         preds, hit = [], []
         for score_map, breast, gt in zip(maps, breasts, gts):
-            c = extract_candidates(
+            c = regions_from_map(
                 score_map, mask=breast, threshold=float(quantile), threshold_mode="quantile",
                 centre=candidates["centre"], min_area=candidates["min_area"],
-                max_candidates=int(max_candidates), score=candidates["score"],
+                max_regions=int(max_candidates), score=candidates["score"], score_name="asn",
             )
-            preds.append(np.c_[c.points, c.asn_score])
+            preds.append(np.c_[c.points, c.scores["asn"]])
             hit.append(match_points(c.points, gt, spacing, radius).any(axis=0) if len(c) else np.zeros(len(gt), bool))
         metric = PointFROCMetric(radius_mm=radius, fps_per_image="final")
         metric(preds, gts, spacing=[spacing] * n)

@@ -376,14 +376,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     floor_tiles = flops_tile * stats["tiles_computed"] / (gflops_fp32 * 1e9)
 
     # candidate extraction on the last residual map: its cost at full resolution
-    from monai_mammo.inferers.candidates import extract_candidates
+    from monai_mammo.regions import regions_from_map
 
     with torch.no_grad():
         rec = ours(image, run_net, mask=m_dev)
         residual = (rec - image).abs()[0, 0].float().cpu().numpy()
     del rec
     t = time.perf_counter()
-    cands = extract_candidates(residual, mask=mask[0, 0].numpy(), threshold=0.999, threshold_mode="quantile")
+    cands = regions_from_map(residual, mask=mask[0, 0].numpy(), threshold=0.999, threshold_mode="quantile")
     cand_s = time.perf_counter() - t
     del residual
 

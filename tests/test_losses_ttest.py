@@ -16,6 +16,12 @@ RECON = torch.tensor([[0.1, 0.5, 0.2], [0.1, 0.2, 0.5]])[None, None]
 POSITIVE = torch.tensor([[0, 1, 0], [1, 0, 0]], dtype=torch.bool)[None, None]
 
 
+def masks(image=None, positive=None, valid=None) -> dict:
+    """The "pixel_masks" target dict (absent entries left out)."""
+    target = {"image": image, "positive_mask": positive, "valid_mask": valid}
+    return {k: v for k, v in target.items() if v is not None}
+
+
 @pytest.mark.parametrize(
     "residual, kwargs, expected",
     [
@@ -32,31 +38,31 @@ POSITIVE = torch.tensor([[0, 1, 0], [1, 0, 0]], dtype=torch.bool)[None, None]
 )
 def test_hand_computed_values(residual: str, kwargs: dict, expected: float) -> None:
     loss = TTestLoss(beta=0.8, lambda_p=1.0, lambda_n=0.1, residual=residual, **kwargs)
-    assert loss(RECON, IMAGE, POSITIVE).item() == pytest.approx(expected, abs=1e-6)
+    assert loss(RECON, masks(IMAGE, POSITIVE)).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_terms_sum_to_loss_and_lambda_zero_is_eq10() -> None:
     loss = TTestLoss()
-    terms = loss.terms(RECON, IMAGE, POSITIVE)
+    terms = loss.terms(RECON, masks(IMAGE, POSITIVE))
     assert terms["num_positive"].item() == 2 and terms["num_negative"].item() == 4
     assert terms["mean_p"].item() == pytest.approx(0.4)
     total = terms["hinge"] + terms["mean_term_n"] + terms["var_term_p"] + terms["var_term_n"]
-    assert total.item() == pytest.approx(loss(RECON, IMAGE, POSITIVE).item())
+    assert total.item() == pytest.approx(loss(RECON, masks(IMAGE, POSITIVE)).item())
     # Eq. 10: max(β − r̄p, 0) + r̄n
-    assert TTestLoss(lambda_p=0, lambda_n=0)(RECON, IMAGE, POSITIVE).item() == pytest.approx(0.4 + 0.075)
+    assert TTestLoss(lambda_p=0, lambda_n=0)(RECON, masks(IMAGE, POSITIVE)).item() == pytest.approx(0.4 + 0.075)
 
 
 def test_unbiased_variance() -> None:
     # var_p = .02 (N-1 = 1), var_n = .006875 * 4/3
     expected = 0.4 + 0.075 + 0.02 + 0.1 * 0.006875 * 4 / 3
-    assert TTestLoss(unbiased=True)(RECON, IMAGE, POSITIVE).item() == pytest.approx(expected, abs=1e-6)
+    assert TTestLoss(unbiased=True)(RECON, masks(IMAGE, POSITIVE)).item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_no_positive_pixel() -> None:
     # positive terms vanish: mean and .1 * var of all six residuals {.1, .5, 0, .3, .2, 0}
     mean = 1.1 / 6
     var = 0.39 / 6 - mean**2
-    value = TTestLoss()(RECON, IMAGE, torch.zeros_like(POSITIVE))
+    value = TTestLoss()(RECON, masks(IMAGE, torch.zeros_like(POSITIVE)))
     assert torch.isfinite(value)
     assert value.item() == pytest.approx(mean + 0.1 * var, abs=1e-6)
 
@@ -65,9 +71,9 @@ def test_single_positive_pixel() -> None:
     positive = torch.zeros_like(POSITIVE)
     positive[0, 0, 0, 1] = True  # r_p = {.5}: hinge .3, variance 0
     # r_n = {.1, 0, .3, .2, 0}: mean .12, var .0136
-    assert TTestLoss()(RECON, IMAGE, positive).item() == pytest.approx(0.3 + 0.12 + 0.1 * 0.0136, abs=1e-6)
+    assert TTestLoss()(RECON, masks(IMAGE, positive)).item() == pytest.approx(0.3 + 0.12 + 0.1 * 0.0136, abs=1e-6)
     # unbiased: a single pixel's variance is guarded to 0, the negatives' is .0136 * 5/4
-    assert TTestLoss(unbiased=True)(RECON, IMAGE, positive).item() == pytest.approx(0.3 + 0.12 + 0.1 * 0.017, abs=1e-6)
+    assert TTestLoss(unbiased=True)(RECON, masks(IMAGE, positive)).item() == pytest.approx(0.3 + 0.12 + 0.1 * 0.017, abs=1e-6)
 
 
 def test_valid_mask_restricts_both_sets() -> None:
@@ -75,10 +81,10 @@ def test_valid_mask_restricts_both_sets() -> None:
     positive = POSITIVE.clone()
     positive[0, 0, 0, 2] = True  # outside the valid mask: dropped
     # r_p = {.5, .3}; r_n = {.1, .2}: mean .15, var .0025
-    assert TTestLoss()(RECON, IMAGE, positive, valid).item() == pytest.approx(0.4 + 0.15 + 0.01 + 0.00025, abs=1e-6)
+    assert TTestLoss()(RECON, masks(IMAGE, positive, valid)).item() == pytest.approx(0.4 + 0.15 + 0.01 + 0.00025, abs=1e-6)
     # nothing valid: 0, finite, and backward still works
     recon = RECON.clone().requires_grad_(True)
-    value = TTestLoss()(recon, IMAGE, positive, torch.zeros_like(valid))
+    value = TTestLoss()(recon, masks(IMAGE, positive, torch.zeros_like(valid)))
     value.backward()
     assert value.item() == 0.0 and torch.isfinite(recon.grad).all()
 
@@ -89,26 +95,25 @@ def test_batch_pooling_and_reduction_none() -> None:
     images = torch.cat([IMAGE, image2])
     recons = torch.cat([RECON, recon2])
     positives = torch.cat([POSITIVE, torch.zeros_like(POSITIVE)])
-    per_image = TTestLoss(reduction="none")(recons, images, positives)
+    per_image = TTestLoss(reduction="none")(recons, masks(images, positives))
     assert per_image.shape == (2,)
     assert per_image[0].item() == pytest.approx(0.4856875, abs=1e-6)
     assert per_image[1].item() == pytest.approx(0.1, abs=1e-6)  # no positives: mean .1, variance 0
     # "mean" pools the pixels: same as one image made of both side by side
-    pooled = TTestLoss()(recons, images, positives)
-    side_by_side = TTestLoss()(torch.cat([RECON, recon2], -1), torch.cat([IMAGE, image2], -1),
-                               torch.cat([POSITIVE, torch.zeros_like(POSITIVE)], -1))
+    pooled = TTestLoss()(recons, masks(images, positives))
+    side_by_side = TTestLoss()(torch.cat([RECON, recon2], -1), masks(torch.cat([IMAGE, image2], -1), torch.cat([POSITIVE, torch.zeros_like(POSITIVE)], -1)))
     assert pooled.ndim == 0 and pooled.item() == pytest.approx(side_by_side.item(), abs=1e-6)
-    assert TTestLoss(reduction="sum")(recons, images, positives).item() == pytest.approx(pooled.item())
+    assert TTestLoss(reduction="sum")(recons, masks(images, positives)).item() == pytest.approx(pooled.item())
 
 
 def test_shape_errors() -> None:
     loss = TTestLoss()
     with pytest.raises(ValueError, match=r"reconstruction shape \(1, 1, 2, 3\) differs from image shape \(1, 1, 2, 2\)"):
-        loss(RECON, IMAGE[..., :2], POSITIVE)
+        loss(RECON, masks(IMAGE[..., :2], POSITIVE))
     with pytest.raises(ValueError, match=r"positive_mask must have shape.*got \(1, 1, 3, 2\)"):
-        loss(RECON, IMAGE, POSITIVE.transpose(-1, -2))
+        loss(RECON, masks(IMAGE, POSITIVE.transpose(-1, -2)))
     with pytest.raises(ValueError, match="valid_mask"):
-        loss(RECON, IMAGE, POSITIVE, torch.ones(2, 1, 2, 3))
+        loss(RECON, masks(IMAGE, POSITIVE, torch.ones(2, 1, 2, 3)))
     with pytest.raises(ValueError, match="unknown residual"):
         TTestLoss(residual="l3")
 
@@ -116,7 +121,7 @@ def test_shape_errors() -> None:
 def test_registry_builds_ttest() -> None:
     loss = registry.build_loss("ttest", beta=0.8, lambda_p=1.0, lambda_n=0.1, residual="l1")
     assert isinstance(loss, TTestLoss)
-    assert loss(RECON, IMAGE, POSITIVE).item() == pytest.approx(0.4856875, abs=1e-6)
+    assert loss(RECON, masks(IMAGE, POSITIVE)).item() == pytest.approx(0.4856875, abs=1e-6)
 
 
 @pytest.mark.parametrize("residual", ["l1", "l2", "smooth_l1"])
@@ -128,7 +133,7 @@ def test_nan_free_gradients_random_masks(residual: str) -> None:
         recon = image.clone().requires_grad_(True)  # exact reconstruction: |d| = 0, kink of L1
         positive = torch.zeros(2, 1, 8, 8)
         positive.view(-1)[torch.randperm(128, generator=generator)[:num_positive]] = 1
-        value = loss(recon, image, positive)
+        value = loss(recon, masks(image, positive))
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(recon.grad).all()
 
@@ -139,7 +144,7 @@ def test_gradients_flow_to_network() -> None:
     image = torch.rand(2, 1, 16, 16)
     positive = torch.zeros_like(image)
     positive[0, 0, 4:6, 4:6] = 1
-    TTestLoss()(net(image), image, positive).backward()
+    TTestLoss()(net(image), masks(image, positive)).backward()
     grads = [p.grad for p in net.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert net.stem[0].conv.weight.grad.abs().sum() > 0 and net.head.conv.weight.grad.abs().sum() > 0
@@ -165,7 +170,7 @@ def _train(net: torch.nn.Module, loss: torch.nn.Module, images: torch.Tensor, po
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(steps):
         optimizer.zero_grad()
-        loss(net(images), images, positive).backward()
+        loss(net(images), masks(images, positive)).backward()
         optimizer.step()
 
 
@@ -193,3 +198,14 @@ def test_training_separates_dot_from_background() -> None:
     _train(net, loss, images, positive, 30)
     dot, background = _residuals(net, images, positive)
     assert dot > 0.6 and background < 0.1
+
+
+def test_target_is_the_pixel_masks_dict() -> None:
+    assert TTestLoss.candidate_map == "residual"
+    assert registry.component_family("loss", "ttest") == "pixel_masks"
+    with pytest.raises(TypeError, match="must be a dict"):
+        TTestLoss()(RECON, IMAGE)
+    with pytest.raises(ValueError, match="image'\\] is required"):
+        TTestLoss()(RECON, masks(None, POSITIVE))
+    with pytest.raises(ValueError, match="positive_mask is required"):
+        TTestLoss()(RECON, masks(IMAGE))

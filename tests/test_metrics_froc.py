@@ -199,3 +199,35 @@ def test_save_report(tmp_path) -> None:
     assert float(rows[4]["sensitivity"]) == pytest.approx(0.8)
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+
+
+def test_froc_report_handler_logs_each_metric_and_writes_the_report(tmp_path, caplog) -> None:
+    from types import SimpleNamespace
+
+    from ignite.engine import Engine
+
+    from monai_mammo.handlers.froc_report import FROCReportHandler
+
+    final = _metric()
+    final.compute_details()  # sets last_details, as IgniteMetricHandler's compute does
+    engine = Engine(lambda engine, batch: None)
+    handler = FROCReportHandler({"final": SimpleNamespace(metric_fn=final), "none": SimpleNamespace(metric_fn=None)},
+                                output_dir=str(tmp_path), plot=False)
+    handler.attach(engine)
+    with caplog.at_level("INFO", logger="monai_mammo.handlers.froc_report"):
+        engine.run([0], max_epochs=1)
+    assert "FROC final (epoch 1): R@1=0.800" in caplog.text and "metric 'none' has no results yet" in caplog.text
+    assert set(engine.state.froc_details) == {"final"}
+    assert json.loads((tmp_path / "metrics.json").read_text())["final"]["recall_at"]["R@1"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="at least one"):
+        FROCReportHandler({})
+
+
+def test_gather_across_ranks_or_not(monkeypatch) -> None:
+    """Under torch.distributed the buffers are gathered (every rank's shard), unless gather=False."""
+    import monai_mammo.metrics.froc as froc
+
+    monkeypatch.setattr(froc, "evenly_divisible_all_gather", lambda t, concat=True: torch.cat([t, t]))  # two ranks, same images
+    gathered, local = _metric(), _metric(gather=False)
+    assert gathered.compute_details()["num_images"] == 2 * local.compute_details()["num_images"]
+    assert gathered.compute_details()["recall_at"] == local.compute_details()["recall_at"]

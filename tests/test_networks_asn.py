@@ -1,4 +1,4 @@
-"""Tests for monai_mammo.networks.asn: reconstruction U-Net, FPR classifier, candidate_map."""
+"""Tests for monai_mammo.networks.asn: reconstruction U-Net and FPR classifier, and their checkpoints."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from monai_mammo.networks.asn import (
     PAPER_SCALE_CHANNELS,
     AnomalySeparationUNet,
     FalsePositiveReductionClassifier,
-    build_fpr_classifier,
-    candidate_map,
     fpr_probability,
     load_pretrained_resnet_weights,
 )
@@ -121,24 +119,40 @@ def test_verify_net_in_out(tmp_path) -> None:
     )
 
 
-def test_candidate_map_modes() -> None:
-    image = torch.tensor([[[[0.2, 0.9], [0.5, 0.0]]]])
-    recon = torch.tensor([[[[0.1, 0.1], [0.5, 0.3]]]])
-    expected = torch.tensor([[[[0.1, 0.8], [0.0, 0.3]]]])
-    for mode in ("residual", "ttest", "mse_reconstruction"):
-        assert torch.allclose(candidate_map(recon, image, mode), expected)
-    logits = torch.tensor([[[[0.0, 2.0], [-2.0, 0.0]]]])
-    assert torch.allclose(candidate_map(logits, None, "segmentation_ce"), torch.sigmoid(logits))
-    with pytest.raises(ValueError, match="unknown mode"):
-        candidate_map(recon, image, "nope")
-    with pytest.raises(ValueError, match="needs the input image"):
-        candidate_map(recon, None, "residual")
-    with pytest.raises(ValueError, match="differs from image shape"):
-        candidate_map(recon, image[..., :1], "residual")
+def test_head_init_scale_multiplies_the_kaiming_head_and_keeps_the_rng_order() -> None:
+    torch.manual_seed(3)
+    plain = AnomalySeparationUNet(channels=TINY, input_skip=True)
+    after_plain = torch.rand(1)
+    torch.manual_seed(3)
+    scaled = AnomalySeparationUNet(channels=TINY, input_skip=True, head_init_scale=0.05)
+    after_scaled = torch.rand(1)
+    assert torch.equal(after_plain, after_scaled)  # no extra random draws: training is unchanged
+    torch.testing.assert_close(scaled.head.conv.weight, plain.head.conv.weight * 0.05)
+    torch.testing.assert_close(scaled.head.conv.bias, plain.head.conv.bias)
+    torch.testing.assert_close(scaled.stem[0].conv.weight, plain.stem[0].conv.weight)
+    assert scaled.init_args == {"channels": list(TINY), "input_skip": True, "head_init_scale": 0.05}
+
+
+def test_networks_rebuild_from_their_checkpoint(tmp_path) -> None:
+    from monai_mammo.checkpoints import load_network, network_spec, save_network
+
+    unet = AnomalySeparationUNet(channels=TINY, act=("leakyrelu", {"negative_slope": 0.1}), pad_mode="reflect", head_init_scale=0.5)
+    spec = network_spec(unet)
+    assert spec["_target_"] == "monai_mammo.networks.asn.AnomalySeparationUNet"
+    assert spec["act"] == ["leakyrelu", {"negative_slope": 0.1}]  # plain lists: weights_only loads them
+    loaded = load_network(save_network(unet, tmp_path / "model.pt"), "cpu")
+    x = torch.rand(1, 1, 20, 20)
+    unet.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), unet(x))
+    clf = FalsePositiveReductionClassifier(crop_size=16, input_size=32, crop_normalization="mean")
+    assert "pretrained_path" not in network_spec(clf)
+    loaded_clf = load_network(save_network(clf, tmp_path / "fpr.pt"), "cpu")
+    assert loaded_clf.crop_size == 16 and loaded_clf.input_size == 32 and loaded_clf.crop_normalization == "mean"
 
 
 def test_fpr_classifier_on_56_crop() -> None:
-    clf = build_fpr_classifier().eval()
+    clf = FalsePositiveReductionClassifier().eval()
     assert isinstance(clf, FalsePositiveReductionClassifier)
     with torch.no_grad():
         logits = clf(torch.rand(1, 1, 56, 56))
@@ -158,7 +172,7 @@ def test_fpr_classifier_small_sizes_and_two_classes() -> None:
 
 
 def test_fpr_crop_normalization_mean_ignores_the_background_level(tmp_path) -> None:
-    from monai_mammo.engines.asn import load_fpr_network, save_fpr_checkpoint
+    from monai_mammo.checkpoints import load_network, save_network
 
     torch.manual_seed(0)
     clf = FalsePositiveReductionClassifier(crop_size=16, input_size=32, crop_normalization="mean").eval()
@@ -170,8 +184,8 @@ def test_fpr_crop_normalization_mean_ignores_the_background_level(tmp_path) -> N
         plain.load_state_dict(clf.state_dict())
         assert not torch.allclose(plain(crops), plain(crops + 0.3), atol=1e-3)
     # the option travels with the checkpoint
-    path = save_fpr_checkpoint(clf, tmp_path / "fpr.pt")
-    loaded = load_fpr_network(path)
+    path = save_network(clf, tmp_path / "fpr.pt")
+    loaded = load_network(path)
     assert loaded.crop_normalization == "mean"
     with torch.no_grad():
         assert torch.allclose(loaded(crops), clf(crops), atol=1e-6)

@@ -74,7 +74,6 @@ class FROCReportHandler:
                 f"[{d['num_targets']} µCs, {d['num_images']} images, radius {d['radius_mm']:g} mm]"
             )
             self.logger.info(line)
-            print(line, flush=True)
         if not hasattr(engine.state, "froc_details"):
             engine.state.froc_details = {}
         engine.state.froc_details.update(details)
@@ -82,4 +81,4 @@ class FROCReportHandler:
             from monai_mammo.metrics.froc import save_froc_report
 
             written = save_froc_report(Path(self.output_dir), details, plot=self.plot, title=self.title)
-            print("FROC report: " + ", ".join(str(p) for p in written.values()), flush=True)
+            self.logger.info("FROC report: %s", ", ".join(str(p) for p in written.values()))

@@ -1,13 +1,24 @@
-"""The t-test loss of the Anomaly Separation Network (Zhang et al., CVPR 2019, Eq. 6)."""
+"""The t-test loss of the Anomaly Separation Network (Zhang et al., CVPR 2019, Eq. 6).
+
+Registry family ``"pixel_masks"`` (:data:`monai_mammo.hookspecs.FAMILIES`): called as
+``loss(prediction, target)`` with ``target = {"image", "positive_mask", "valid_mask"}`` (the batch of
+:class:`monai_mammo.multitask.DictTargetPrepareBatch`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-__all__ = ["TTestLoss", "RESIDUALS", "reconstruction_residual", "pixel_masks"]
+__all__ = ["TTestLoss", "RESIDUALS", "PIXEL_MASK_KEYS", "reconstruction_residual", "pixel_masks", "unpack_pixel_masks"]
+
+#: The target of a "pixel_masks" loss: the image, the positive (µC) pixels, the pixels that count.
+PIXEL_MASK_KEYS = ("image", "positive_mask", "valid_mask")
 
 #: residual variants r(P) of a reconstruction f against the image I (Zhang et al. Eq. 1 and Sec. 4.5)
 RESIDUALS = ("l1", "l2", "smooth_l1")
@@ -29,6 +40,24 @@ def reconstruction_residual(
     if residual == "smooth_l1":
         return F.smooth_l1_loss(reconstruction, image, reduction="none", beta=smooth_l1_beta)
     raise ValueError(f"unknown residual {residual!r}; known: {', '.join(RESIDUALS)}")
+
+
+def unpack_pixel_masks(name: str, target: Any) -> tuple[Any, Any, Any]:
+    """``(image, positive_mask, valid_mask)`` of a "pixel_masks" target dict (None where absent).
+
+    Raises:
+        TypeError: ``target`` is not a mapping (e.g. a tensor: the loss was called with MONAI's
+            ``loss(prediction, tensor)`` contract instead of a dict target).
+    """
+    if not isinstance(target, Mapping):
+        raise TypeError(
+            f"{name}: the target must be a dict with keys {list(PIXEL_MASK_KEYS)} (loss family 'pixel_masks'), "
+            f"got {type(target).__name__}"
+        )
+    unknown = set(target) - set(PIXEL_MASK_KEYS)
+    if unknown:
+        raise KeyError(f"{name}: unknown target keys {sorted(unknown)}; known: {list(PIXEL_MASK_KEYS)}")
+    return target.get("image"), target.get("positive_mask"), target.get("valid_mask")
 
 
 def pixel_masks(
@@ -120,8 +149,15 @@ class TTestLoss(_Loss):
 
     Residuals are unbounded when the reconstruction head is linear (the default of
     :class:`monai_mammo.networks.asn.AnomalySeparationUNet`), so every variant can reach β = 0.8
-    on [0, 1] images. At inference the candidate map is the L1 residual whatever variant trained
-    the network (:func:`monai_mammo.networks.asn.candidate_map`, mode "residual").
+    on [0, 1] images. The network it trains is a reconstruction, so the candidate map is the L1
+    residual whatever variant trained it (:attr:`candidate_map` = "residual", see
+    :func:`monai_mammo.regions.candidate_map`).
+
+    Called as ``loss(prediction, target)`` (family "pixel_masks"): ``prediction`` the
+    reconstruction f(Θ; I) (B, C, H, W); ``target`` a dict with ``image`` (I, same shape,
+    intensities in [0, 1]), ``positive_mask`` (µC pixels, (B, 1 or C, H, W), > 0.5 = positive) and
+    optionally ``valid_mask`` (pixels that count at all, e.g. the breast; same shape rules; default
+    every pixel). Negatives = valid and not positive.
 
     Args:
         beta: margin β between the mean residuals. Default 0.8 (paper, on [0, 1] intensities).
@@ -139,9 +175,13 @@ class TTestLoss(_Loss):
         >>> image = torch.zeros(1, 1, 4, 4); image[0, 0, 1, 1] = 1.0
         >>> positive = image > 0.5
         >>> loss = TTestLoss(beta=0.8, lambda_p=1.0, lambda_n=0.1)
-        >>> round(loss(image.clone(), image, positive).item(), 4)  # perfect reconstruction: hinge = β
+        >>> target = {"image": image, "positive_mask": positive}
+        >>> round(loss(image.clone(), target).item(), 4)  # perfect reconstruction: hinge = β
         0.8
     """
+
+    #: the network trained with this loss outputs a reconstruction: candidates from its residual
+    candidate_map = "residual"
 
     def __init__(
         self,
@@ -169,15 +209,12 @@ class TTestLoss(_Loss):
         self.smooth_l1_beta = float(smooth_l1_beta)
         self.unbiased = bool(unbiased)
 
-    def terms(
-        self,
-        reconstruction: torch.Tensor,
-        image: torch.Tensor,
-        positive_mask: torch.Tensor,
-        valid_mask: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    def terms(self, reconstruction: torch.Tensor, target: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """The pieces of Eq. 6 (for logging): counts, means and variances of r_p and r_n, and the
-        four weighted terms "hinge", "mean_n", "var_p", "var_n" whose sum is the loss."""
+        four weighted terms "hinge", "mean_term_n", "var_term_p", "var_term_n" whose sum is the loss."""
+        image, positive_mask, valid_mask = unpack_pixel_masks("TTestLoss", target)
+        if image is None:
+            raise ValueError("TTestLoss: target['image'] is required (the reconstruction's reference)")
         if positive_mask is None:
             raise ValueError("TTestLoss: positive_mask is required (the µC pixels)")
         positive, valid = pixel_masks("TTestLoss", reconstruction, image, positive_mask, valid_mask)
@@ -201,20 +238,12 @@ class TTestLoss(_Loss):
             "var_term_n": self.lambda_n * var_n,
         }
 
-    def forward(
-        self,
-        reconstruction: torch.Tensor,
-        image: torch.Tensor,
-        positive_mask: torch.Tensor,
-        valid_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, reconstruction: torch.Tensor, target: Mapping[str, Any]) -> torch.Tensor:
         """
         Args:
             reconstruction: f(Θ; I), (B, C, H, W).
-            image: I, same shape, intensities in [0, 1].
-            positive_mask: µC pixels, (B, 1 or C, H, W), > 0.5 = positive.
-            valid_mask: optional pixels that count at all (e.g. the breast), same shape rules;
-                default: every pixel. Negatives = valid and not positive.
+            target: ``{"image": I, "positive_mask": ..., "valid_mask": ... (optional)}``, see the
+                class docstring.
         """
-        t = self.terms(reconstruction, image, positive_mask, valid_mask)
+        t = self.terms(reconstruction, target)
         return t["hinge"] + t["mean_term_n"] + t["var_term_p"] + t["var_term_n"]

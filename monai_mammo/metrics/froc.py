@@ -254,6 +254,9 @@ class PointFROCMetric(CumulativeIterationMetric):
         score_key: score field read from prediction dicts. Default "score".
         default_spacing: spacing [sx, sy] used when none is given. Default None (then spacing
             is required).
+        gather: under ``torch.distributed``, gather the images of every rank when aggregating
+            (each rank evaluated a shard; a collective call every rank must make). False: this
+            rank's images only, for an evaluation that runs on one rank. Default True.
 
     Example::
 
@@ -274,6 +277,7 @@ class PointFROCMetric(CumulativeIterationMetric):
         interpolation: str = "step",
         score_key: str = "score",
         default_spacing: Sequence[float] | None = None,
+        gather: bool = True,
     ) -> None:
         super().__init__()
         if radius_mm <= 0:
@@ -293,6 +297,7 @@ class PointFROCMetric(CumulativeIterationMetric):
         self.interpolation = interpolation
         self.score_key = score_key
         self.default_spacing = None if default_spacing is None else _spacing_pair(default_spacing, "default_spacing")
+        self.gather = bool(gather)
         self.last_details: dict[str, Any] | None = None
 
     # buffers: 0 = scores of false-positive predictions, 1 = best hitting score per µC (-inf: missed),
@@ -356,12 +361,8 @@ class PointFROCMetric(CumulativeIterationMetric):
         # Cumulative._sync cannot stack an empty buffer (no false positive at all, or no µC)
         if self._synced or self._buffers is None:
             return
-        self._synced_tensors = [
-            evenly_divisible_all_gather(
-                torch.stack(b) if b else torch.zeros((0, width), dtype=torch.float64), concat=True
-            )
-            for b, width in zip(self._buffers, self._BUFFER_WIDTHS)
-        ]
+        local = [torch.stack(b) if b else torch.zeros((0, w), dtype=torch.float64) for b, w in zip(self._buffers, self._BUFFER_WIDTHS)]
+        self._synced_tensors = [evenly_divisible_all_gather(t, concat=True) if self.gather else t for t in local]
         self._synced = True
 
     def compute_details(self) -> dict[str, Any]:

@@ -2,14 +2,14 @@
 
 Zhang et al., "Cascaded Generative and Discriminative Learning for Microcalcification Detection in
 Breast Mammograms", CVPR 2019 (seed ``003_d8ab11915d521395.txt``), Sec. 3.1.1 (reconstruction
-network) and Sec. 3.2 (FPR). Also here: :func:`candidate_map`, the one place where a network output
-becomes the map that candidate extraction thresholds (shared by inference and evaluation).
+network) and Sec. 3.2 (FPR). Both record their constructor arguments
+(:func:`monai_mammo.checkpoints.records_init_args`), so a checkpoint rebuilds them. How an output
+becomes the map that candidates are taken from is :func:`monai_mammo.regions.candidate_map`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,14 +19,13 @@ from monai.networks.layers.factories import Pool
 from monai.networks.nets import resnet50
 from torch import nn
 
+from monai_mammo.checkpoints import load_checkpoint, records_init_args, unwrap_state_dict
+
 __all__ = [
     "AnomalySeparationUNet",
     "FalsePositiveReductionClassifier",
-    "build_fpr_classifier",
     "load_pretrained_resnet_weights",
     "fpr_probability",
-    "candidate_map",
-    "CANDIDATE_MAP_MODES",
     "CROP_NORMALIZATIONS",
     "PAPER_SCALE_CHANNELS",
 ]
@@ -68,6 +67,7 @@ def _conv_stage(
     return nn.Sequential(*layers)
 
 
+@records_init_args()
 class AnomalySeparationUNet(nn.Module):
     """Reconstruction U-Net f(Θ; ·) of the Anomaly Separation Network (ASN).
 
@@ -86,8 +86,8 @@ class AnomalySeparationUNet(nn.Module):
     **linear** by default (``output_act=None``): the t-test loss (Eq. 6) asks positive residuals
     ``|f − I|`` to exceed β = 0.8 on [0, 1] images, and a µC pixel of intensity 0.6 can only reach a
     residual of 0.8 if ``f`` may leave [0, 1] (≤ −0.2); a sigmoid would cap it. The same linear head
-    serves the U-Net+CE ablation, whose output is then a logit. See :func:`candidate_map` for how
-    each output becomes a candidate map.
+    serves the U-Net+CE ablation, whose output is then a logit. See
+    :func:`monai_mammo.regions.candidate_map` for how each output becomes a candidate map.
 
     Default widths ``(16, 32, 64, 128)`` (~0.73 M parameters) keep the 2-core CPU demo within budget;
     the paper gives no widths, and :data:`PAPER_SCALE_CHANNELS` ``(64, 128, 256, 512)`` is the
@@ -113,6 +113,12 @@ class AnomalySeparationUNet(nn.Module):
         pad_mode: what to do when H or W is not a multiple of 8 (= 2**3): None (default) raises a
             ValueError naming the shape; "reflect" / "replicate" / "constant" pads bottom/right
             and crops the output back, so any size works.
+        head_init_scale: multiply the initial weights of the head (the last, linear layer) by this
+            after the Kaiming initialisation. With ``input_skip`` a small head (the bundle's 0.05)
+            makes the network start close to the identity, so the negative residuals of the t-test
+            loss (Eq. 6) start near 0 instead of O(1), and a CPU budget is spent on separating µCs.
+            Not in the paper (Kaiming everywhere). The weights stay non-zero, so the L1 residual
+            keeps a gradient. Default None (no scaling).
 
     Example::
 
@@ -139,9 +145,13 @@ class AnomalySeparationUNet(nn.Module):
         output_act: str | None = None,
         input_skip: bool = False,
         pad_mode: str | None = None,
+        head_init_scale: float | None = None,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
+        # a network rebuilt from a checkpoint's spec gets lists where the config gave tuples
+        act = tuple(act) if isinstance(act, list) else act
+        norm = tuple(norm) if isinstance(norm, list) else norm
         if len(channels) != self.num_downsamplings + 1:
             raise ValueError(
                 f"AnomalySeparationUNet: channels must have {self.num_downsamplings + 1} widths "
@@ -181,7 +191,13 @@ class AnomalySeparationUNet(nn.Module):
             self.decode.append(stage(2 * channels[i], channels[i]))
         self.head = Convolution(spatial_dims, channels[0], out_channels, kernel_size=1, conv_only=True, bias=True)
         self._negative_slope = self._act_negative_slope(act)
+        self.head_init_scale = None if head_init_scale is None else float(head_init_scale)
         self.reset_parameters()
+        if self.head_init_scale is not None and self.head_init_scale != 1.0:
+            with torch.no_grad():
+                for name, param in self.head.named_parameters():
+                    if name.endswith("weight"):
+                        param.mul_(self.head_init_scale)
 
     @staticmethod
     def _act_negative_slope(act: str | tuple) -> float | None:
@@ -256,52 +272,7 @@ class AnomalySeparationUNet(nn.Module):
         return out
 
 
-#: candidate-map mode per name: network output kind or the loss it was trained with
-CANDIDATE_MAP_MODES: dict[str, str] = {
-    "residual": "residual",
-    "probability": "probability",
-    "ttest": "residual",
-    "mse_reconstruction": "residual",
-    "segmentation_ce": "probability",
-}
-
-
-def candidate_map(output: torch.Tensor, image: torch.Tensor | None = None, mode: str = "residual") -> torch.Tensor:
-    """The map that candidate extraction thresholds, from a network output.
-
-    - ``"residual"`` (networks trained with ``ttest`` or ``mse_reconstruction``): the L1
-      reconstruction residual ``r(I) = |f(Θ; I) − I|`` of Zhang et al. Eq. 1, whatever residual
-      variant the loss used (the paper scores candidates by the summed residual, Sec. 3.2).
-    - ``"probability"`` (``segmentation_ce``, the U-Net+CE baseline, Sec. 4.3): ``sigmoid(logit)``;
-      ``image`` is ignored.
-
-    Loss names are accepted as modes (see :data:`CANDIDATE_MAP_MODES`).
-
-    Args:
-        output: network output, (B, C, H, W) or (C, H, W).
-        image: the network input, same shape as ``output``; required for "residual".
-        mode: "residual" | "probability" | a loss name. Default "residual".
-
-    Example::
-
-        >>> import torch
-        >>> candidate_map(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2), "ttest").max().item()
-        1.0
-    """
-    if mode not in CANDIDATE_MAP_MODES:
-        raise ValueError(f"candidate_map: unknown mode {mode!r}; known: {', '.join(CANDIDATE_MAP_MODES)}")
-    kind = CANDIDATE_MAP_MODES[mode]
-    if kind == "probability":
-        return torch.sigmoid(output)
-    if image is None:
-        raise ValueError("candidate_map: mode 'residual' needs the input image")
-    if output.shape != image.shape:
-        raise ValueError(
-            f"candidate_map: output shape {tuple(output.shape)} differs from image shape {tuple(image.shape)}"
-        )
-    return (output - image).abs()  # Zhang et al. Eq. 1
-
-
+@records_init_args("pretrained_path")
 class FalsePositiveReductionClassifier(nn.Module):
     """False positive reduction (FPR) classifier: MONAI's 2D ResNet-50 on candidate crops.
 
@@ -318,7 +289,8 @@ class FalsePositiveReductionClassifier(nn.Module):
         crop_size: side of the square crop around a candidate, in pixels. Default 56 (paper).
         input_size: side the crop is resized to before the ResNet. Default 224 (paper).
         pretrained_path: optional local checkpoint (state dict, e.g. torchvision's ImageNet
-            ResNet-50) loaded through :func:`load_pretrained_resnet_weights`. Default None.
+            ResNet-50) loaded through :func:`load_pretrained_resnet_weights`. Default None. Left
+            out of the recorded constructor arguments: a trained checkpoint supersedes it.
         resize_mode: interpolation mode for the resize. Default "bilinear".
         norm: ResNet normalisation. Default "batch".
         crop_normalization: what happens to each crop before the resize: "none" (default, the
@@ -346,6 +318,7 @@ class FalsePositiveReductionClassifier(nn.Module):
         crop_normalization: str = "none",
     ) -> None:
         super().__init__()
+        norm = tuple(norm) if isinstance(norm, list) else norm
         if num_classes not in (1, 2):
             raise ValueError(f"FalsePositiveReductionClassifier: num_classes must be 1 or 2, got {num_classes}")
         if crop_normalization not in CROP_NORMALIZATIONS:
@@ -400,30 +373,6 @@ def fpr_probability(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1)[:, 1]
 
 
-def build_fpr_classifier(
-    pretrained_path: str | Path | None = None,
-    num_classes: int = 1,
-    crop_size: int = 56,
-    input_size: int = 224,
-    **kwargs,
-) -> FalsePositiveReductionClassifier:
-    """Build the FPR ResNet-50 (Zhang et al. Sec. 3.2); see :class:`FalsePositiveReductionClassifier`."""
-    return FalsePositiveReductionClassifier(
-        num_classes=num_classes, crop_size=crop_size, input_size=input_size, pretrained_path=pretrained_path, **kwargs
-    )
-
-
-def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        for key in ("state_dict", "model", "network", "model_state_dict"):
-            inner = obj.get(key)
-            if isinstance(inner, Mapping):
-                return _unwrap_state_dict(inner, path)
-        if all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return {re.sub(r"^(module\.|backbone\.)", "", str(k)): v for k, v in obj.items()}
-    raise ValueError(f"{path}: not a state dict (expected a mapping of parameter names to tensors)")
-
-
 def load_pretrained_resnet_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a local ResNet-50 checkpoint into MONAI's 2D ResNet-50 ``model`` (in place).
 
@@ -439,7 +388,8 @@ def load_pretrained_resnet_weights(model: nn.Module, path: str | Path) -> nn.Mod
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"FPR pretrained weights: no file at {path}")
-    state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    state = unwrap_state_dict(load_checkpoint(path), str(path))
+    state = unwrap_state_dict(state, str(path), strip_prefix="backbone.")
     own = model.state_dict()
     conv1 = state.get("conv1.weight")
     if conv1 is not None and conv1.ndim == 4 and "conv1.weight" in own:
