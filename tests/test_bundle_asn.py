@@ -74,8 +74,10 @@ def test_smoke_training_trains_both_stages(trained: str, work: Path) -> None:
     assert model["network_spec"]["_target_"] == "monai_mammo.networks.asn.AnomalySeparationUNet"
     assert model["network_spec"]["head_init_scale"] == 0.05  # the head init travels with the network
     fpr = torch.load(work / "models" / "fpr.pt", map_location="cpu", weights_only=True)
-    assert fpr["network_spec"] == {"_target_": "monai_mammo.networks.asn.FalsePositiveReductionClassifier",
-                                   "crop_size": 24, "input_size": 32, "crop_normalization": "mean"}
+    assert fpr["network_spec"]["_target_"] == "monai_mammo.networks.asn.FalsePositiveReductionClassifier"
+    assert {k: fpr["network_spec"][k] for k in ("crop_size", "input_size", "crop_normalization")} == {
+        "crop_size": 24, "input_size": 32, "crop_normalization": "mean"}
+    assert "pretrained_path" not in fpr["network_spec"]
 
 
 def test_smoke_evaluation_writes_metrics(trained: str, work: Path) -> None:
