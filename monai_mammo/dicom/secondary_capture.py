@@ -107,7 +107,8 @@ def build_overlay(source: Any, rgb: np.ndarray, algorithm: Algorithm, series_des
         sop_instance_uid=sop_uid,
         instance_number=1,
         manufacturer=algorithm.manufacturer,
-        patient_orientation=tuple(orientation) if orientation and len(orientation) == 2 else None,
+        # highdicom accepts one letter per value; mammograms use compound ones (MLO: "A\\FR"), put back below
+        patient_orientation=tuple(str(v)[:1] for v in orientation) if orientation and len(orientation) == 2 else None,
         laterality=laterality if laterality in ("L", "R") else None,
         pixel_spacing=tuple(float(v) for v in spacing) if spacing and len(spacing) == 2 else None,
         series_description=(series_description or f"{algorithm.display_name} findings overlay")[:64],
@@ -117,6 +118,8 @@ def build_overlay(source: Any, rgb: np.ndarray, algorithm: Algorithm, series_des
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    if orientation:
+        sc.PatientOrientation = orientation
     sc.SourceImageSequence = [reference]
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.DerivationDescription = f"findings of {algorithm.software_version} burnt in"[:1024]
