@@ -11,7 +11,6 @@ different model gives different ones.
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -136,7 +135,13 @@ def prepare_source(source: Any) -> Any:
     if missing:
         name = getattr(source, "filename", None) or "source dataset"
         raise ValueError(f"{name}: cannot reference it from a DICOM output, it lacks {', '.join(missing)}")
-    ds = copy.copy(source)  # shallow: only top-level elements are added
+    from pydicom import Dataset
+
+    ds = Dataset()  # a new top level sharing the (unchanged) elements: the source is left as it was
+    for element in source:
+        ds.add(element)
+    if getattr(source, "file_meta", None) is not None:
+        ds.file_meta = source.file_meta
     for keyword in _TYPE2_PATIENT_STUDY:
         if keyword not in ds:
             setattr(ds, keyword, "")

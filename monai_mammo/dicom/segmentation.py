@@ -66,6 +66,11 @@ def build_segmentation(
     hd = require_highdicom()
 
     source = prepare_source(source)
+    # Without a frame of reference the SEG's geometry is the referenced source's pixel grid. A Pixel
+    # Measures macro copied from a projection's PixelSpacing would lack Slice Thickness, which
+    # highdicom's own reader then rejects; leave it out (the copy only: the source is unchanged).
+    if "FrameOfReferenceUID" not in source and "PixelSpacing" in source:
+        del source.PixelSpacing
     mask = np.asarray(mask)
     shape = (int(source.Rows), int(source.Columns))
     if mask.ndim == 3 and mask.shape[0] == 1:

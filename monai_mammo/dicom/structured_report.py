@@ -10,6 +10,9 @@ Each finding becomes one *planar ROI measurement group* (TID 1410) of the report
 * every score of the finding as a numeric measurement without units (:data:`SCORE_CONCEPTS`);
 * the algorithm identification (bundle name, version, parameters such as an assumed spacing).
 
+A last group (TID 1501, no region) carries the CAD processing summary: "All algorithms succeeded;
+with findings" or "...; without findings", so an image without findings still gets its report.
+
 The report is an Enhanced SR by default (the least demanding SR IOD that holds SCOORD, NUM and
 CODE items); ``sr_class="comprehensive"`` or ``"comprehensive3d"`` picks the others.
 :func:`read_structured_report` turns a written report back into plain findings (tests, users).
@@ -148,6 +151,18 @@ def build_structured_report(
                 measurements=measurements or None,
             )
         )
+    # TID 1501 group: did the algorithm run and find anything (so an image without findings still
+    # gets a report, which highdicom's TID 1500 needs at least one group for)
+    summary_value = codes.DCM.AllAlgorithmsSucceededWithFindings if groups else codes.DCM.AllAlgorithmsSucceededWithoutFindings
+    groups.append(
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=derived_uid(sop_uid, "summary"), identifier="processing summary"),
+            algorithm_id=algorithm_id,
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(name=codes.DCM.CADProcessingAndFindingsSummary, value=summary_value)
+            ],
+        )
+    )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -160,7 +175,7 @@ def build_structured_report(
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=_code(hd, _procedure(source)),
-        imaging_measurements=groups or None,
+        imaging_measurements=groups,
     )
     sr_type = {"enhanced": hd.sr.EnhancedSR, "comprehensive": hd.sr.ComprehensiveSR, "comprehensive3d": hd.sr.Comprehensive3DSR}[sr_class]
     private = hd.coding_schemes.CodingSchemeIdentificationItem(designator=PRIVATE_SCHEME, name="monai-mammo private concepts")
