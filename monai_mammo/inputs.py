@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,9 +271,16 @@ class InputChecker:
         import pydicom
 
         try:
-            ds = pydicom.dcmread(str(item.path), stop_before_pixels=True)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                ds = pydicom.dcmread(str(item.path), stop_before_pixels=True)
         except Exception as error:  # noqa: BLE001 - a corrupt header must become a skip reason
             return CheckResult(f"corrupt DICOM file ({type(error).__name__}: {error})", "dicom")
+        truncated = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
+        if truncated:
+            return CheckResult(f"corrupt DICOM file (truncated: {truncated[0]})", "dicom")
+        if "SOPClassUID" not in ds:
+            return CheckResult("corrupt DICOM file (no SOP Class UID: truncated or damaged header)", "dicom")
         modality = str(ds.get("Modality", "") or "").upper()
         sop_class = ds.get("SOPClassUID")
         sop_name = getattr(sop_class, "name", None) or str(sop_class or "unknown SOP class")
