@@ -417,17 +417,25 @@ def _run_share(
     return summary
 
 
-def _worker_main(payload: dict[str, Any], queue: Any) -> PredictSummary:
+_WORKER_EVENTS: Any = None
+
+
+def _worker_init(queue: Any) -> None:
+    global _WORKER_EVENTS
+    _WORKER_EVENTS = queue
+
+
+def _worker_main(payload: dict[str, Any]) -> PredictSummary:
     """Entry point of a ``workers`` process (spawned: it imports torch and the bundle itself)."""
     options = PredictOptions(**payload["options"])
     items = [InputItem(Path(i["path"]), i["fields"], Path(i["root"]) if i["root"] else None, i["name"]) for i in payload["items"]]
-    return _run_share(
-        options, items, payload["rank"], payload["world_size"], payload["threads"], payload["device"], report=queue.put
-    )
+    report = _WORKER_EVENTS.put if _WORKER_EVENTS is not None else None
+    return _run_share(options, items, payload["rank"], payload["world_size"], payload["threads"], payload["device"], report)
 
 
 def _run_workers(options: PredictOptions, items: Sequence[InputItem], rank: int, world_size: int, device: str | None) -> PredictSummary:
     import multiprocessing
+    import queue as queue_module
     from concurrent.futures import ProcessPoolExecutor
 
     workers = int(options.workers)
@@ -438,8 +446,8 @@ def _run_workers(options: PredictOptions, items: Sequence[InputItem], rank: int,
     start = time.perf_counter()
     plain_options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     plain_options.update(workers=1, progress=False)
-    with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        queue = manager.Queue()
+    queue = context.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(queue,)) as pool:
         futures = []
         for index in range(workers):
             share = shard(items, index, workers)
@@ -451,12 +459,12 @@ def _run_workers(options: PredictOptions, items: Sequence[InputItem], rank: int,
                 "threads": threads,
                 "device": device,
             }
-            futures.append(pool.submit(_worker_main, payload, queue))
+            futures.append(pool.submit(_worker_main, payload))
         skipped = 0
         while not all(f.done() for f in futures) or not queue.empty():
             try:
                 event = queue.get(timeout=0.2)
-            except Exception:  # noqa: BLE001 - queue.Empty from the manager proxy
+            except queue_module.Empty:
                 continue
             skipped += event == "skipped"
             if bar is not None:
