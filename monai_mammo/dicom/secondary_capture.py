@@ -46,8 +46,8 @@ def render_overlay(
 
         >>> from monai_mammo.dicom.findings import Finding
         >>> rgb = render_overlay(np.zeros((40, 50)), [Finding("box", (5.0, 6.0, 20.0, 30.0))])
-        >>> rgb.shape, tuple(rgb[6, 12]), tuple(rgb[18, 12])
-        ((40, 50, 3), (255, 40, 40), (0, 0, 0))
+        >>> rgb.shape, rgb[6, 12].tolist(), rgb[18, 12].tolist()
+        ((40, 50, 3), [255, 40, 40], [0, 0, 0])
 
     Args:
         grey: ``(H, W)`` image in [0, 1].
