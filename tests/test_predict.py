@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,15 @@ def test_dicom_outputs_of_a_run_match_its_json(archive: Path, asn: dict, tmp_pat
     assert overlay.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     marker = json.loads(paths["marker"].read_text())
     assert set(marker["outputs"]) == {"json", "sr", "seg", "overlay"}
+
+
+def test_core_works_without_highdicom(archive: Path, asn: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from monai_mammo.dicom import HighdicomMissingError
+
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # as in MONAI Label's pydicom 2 environment
+    one = sorted((archive / "images").glob("*.dcm"))[0]
+    with pytest.raises(HighdicomMissingError, match=r"monai-mammo\[dicom\]"):
+        run_predict(PredictOptions("asn", [str(one)], tmp_path / "a", dicom_sr=True, overrides=asn, progress=False))
+    assert not (tmp_path / "a" / f"{one.stem}.json").exists()  # refused before any work
+    summary = run_predict(PredictOptions("asn", [str(one)], tmp_path / "b", overrides=asn, progress=False))
+    assert summary.done == 1 and (tmp_path / "b" / f"{one.stem}.json").is_file()
