@@ -91,6 +91,7 @@ class PredictOptions:
         cpu_threads: torch threads per process; None: the bundle's setting (1 with workers > 1).
         progress: show a progress bar; None: when standard error is a terminal.
         overlay_top_k: points drawn on the overlay (best scores). Default 20.
+        max_findings: the SR holds the best ``max_findings`` findings only; None: all (default).
     """
 
     bundle: str
@@ -110,6 +111,7 @@ class PredictOptions:
     cpu_threads: int | str | None = None
     progress: bool | None = None
     overlay_top_k: int = 20
+    max_findings: int | None = None
 
     @property
     def dicom_kinds(self) -> tuple[str, ...]:
@@ -248,6 +250,8 @@ class _ImageProcessor:
             return False
         if marker.get("bundle") != self.identity or marker.get("source") != str(item.path):
             return False
+        if "sr" in self.kinds and marker.get("max_findings") != self.options.max_findings:
+            return False
         outputs, not_written = marker.get("outputs", {}), marker.get("not_written", {})
         for kind in ("json", *self.kinds):
             if kind in not_written:
@@ -305,6 +309,7 @@ class _ImageProcessor:
             "outputs": {k: {"file": p.relative_to(self.out_dir).as_posix(), "size": p.stat().st_size} for k, p in written.items()},
             "not_written": not_written,
             "assumed_spacing_mm": check.assumed_spacing_mm,
+            "max_findings": self.options.max_findings,
         }
         atomic_write_json(paths["marker"], marker)
         return refused
@@ -331,6 +336,7 @@ class _ImageProcessor:
             write_structured_report(
                 paths["sr"], header, prediction.record, algorithm, default_label=label,
                 series_description=f"{description} findings" if description else None,
+                max_findings=self.options.max_findings,
             )
             written["sr"] = paths["sr"]
         if "seg" in self.kinds:

@@ -49,6 +49,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--default-spacing", type=float, default=None, metavar="MM",
         help="pixel spacing assumed for files without one (recorded in each output); without it they are skipped",
     )
+    parser.add_argument(
+        "--max-findings", type=int, default=None, metavar="K",
+        help="the SR holds the K best findings only (the JSON keeps all); default all",
+    )
     parser.add_argument("--workers", type=int, default=1, metavar="N", help="CPU processes sharing the work (default 1)")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda:0 (default: the bundle's; cuda:LOCAL_RANK under torchrun)")
     parser.add_argument("--threads", type=_threads, default=None, metavar="N|auto", help="torch CPU threads per process")
@@ -105,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         cpu_threads=args.threads,
         progress=args.progress,
+        max_findings=args.max_findings,
     )
     try:
         summary = run_predict(options)

@@ -232,3 +232,16 @@ def test_outputs_pass_dciodvfy(source: pydicom.Dataset, source_file: Path, tmp_p
         assert iod in report, report
         errors = [line for line in report.splitlines() if line.startswith("Error")]
         assert not errors, f"{iod}: {errors}"
+
+
+def test_structured_report_keeps_the_best_findings_with_their_record_index(source: pydicom.Dataset, tmp_path: Path) -> None:
+    pytest.importorskip("highdicom", reason="the [dicom] extra (highdicom) is not installed")
+    from monai_mammo.dicom.structured_report import read_structured_report, write_structured_report
+
+    scores = [0.2, 0.9, 0.1, 0.7, 0.5]
+    record = {"points": [{"x": float(10 * i), "y": float(i), "score": s} for i, s in enumerate(scores)]}
+    found = read_structured_report(write_structured_report(tmp_path / "top.dcm", source, record, ALGORITHM, max_findings=3))
+    assert [f["index"] for f in found] == [1, 3, 4]  # the three best, in the record's order
+    for f in found:
+        entry = record["points"][f["index"]]
+        assert f["coordinates"] == (entry["x"], entry["y"]) and f["scores"]["score"] == pytest.approx(entry["score"])

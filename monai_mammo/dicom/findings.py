@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
     "Finding",
     "findings_from_record",
+    "best_findings",
     "is_score_field",
     "to_image_coordinates",
     "from_image_coordinates",
@@ -107,6 +108,23 @@ def findings_from_record(record: Mapping[str, Any], default_label: str | None = 
             raise ValueError(f"{where}.box: inverted box {list(values)} (need x0 <= x1 and y0 <= y1)")
         findings.append(Finding("box", (x0, y0, x1, y1), box.get("label") or default_label, _scores(box, where), i))
     return findings
+
+
+def best_findings(findings: list[Finding], max_findings: int | None) -> list[Finding]:
+    """The ``max_findings`` best (by :attr:`Finding.main_score`; ties keep their order) in their
+    original order; all of them when ``max_findings`` is None.
+
+    Example::
+
+        >>> fs = [Finding("point", (0.0, 0.0), scores={"score": s}, index=i) for i, s in enumerate([0.1, 0.9, 0.5])]
+        >>> [f.index for f in best_findings(fs, 2)]
+        [1, 2]
+    """
+    if max_findings is None or len(findings) <= max_findings:
+        return list(findings)
+    ranked = sorted(range(len(findings)), key=lambda i: -(findings[i].main_score or ("", 0.0))[1])
+    keep = sorted(ranked[: max(int(max_findings), 0)])
+    return [findings[i] for i in keep]
 
 
 def to_image_coordinates(finding: Finding) -> np.ndarray:
