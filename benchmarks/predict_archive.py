@@ -191,7 +191,8 @@ def main() -> int:
     f = report["first_run"]
     print(f"archive: {args.n} phantoms {args.size[0]}x{args.size[1]} + 1 corrupt + 1 SR (built in {build_seconds:.0f} s)")
     print(f"run 1 ({' '.join(dicom)}): exit {f['exit_status']}, {f['done']} done, {f['skipped']} skipped, "
-          f"wall {f['wall_seconds']:.1f} s, {f['seconds_per_image']:.2f} s/image, peak RSS {f['peak_rss_mb']:.0f} MB"
+          f"wall {f['wall_seconds']:.1f} s ({f['wall_seconds'] / max(f['done'], 1):.2f} s/image with start-up), "
+          f"{f['seconds_per_image']:.2f} s/image processed, peak RSS {f['peak_rss_mb']:.0f} MB"
           + (f", CUDA {f['peak_cuda_mb']:.0f} MB" if f["peak_cuda_mb"] else ""))
     for row in skipped:
         print(f"  skipped {row['path']}: {row['reason']}")

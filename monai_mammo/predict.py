@@ -24,7 +24,8 @@
    rank's file into ``skipped.csv`` under a file lock, so the last rank to finish leaves the
    complete list. The exit status is 0 when nothing was skipped and :data:`EXIT_SKIPPED` (3)
    otherwise (under ``torchrun``, after a barrier, for the skips of all ranks).
-6. **Summary**: images done, resumed, skipped, seconds per image, peak resident memory
+6. **Summary**: images done, resumed, skipped, wall seconds, seconds per image processed (the
+   network's start-up excluded; with workers, summed over processes), peak resident memory
    (``resource.getrusage``) and peak CUDA memory (``torch.cuda.max_memory_allocated``).
 
 PNG (and other non-DICOM) inputs have no source instance for a DICOM output to reference: their
@@ -131,6 +132,7 @@ class PredictSummary:
     dicom_refused: int = 0
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    processing_seconds: float = 0.0
     peak_rss_mb: float = 0.0
     peak_cuda_mb: float | None = None
     skipped_file: str = ""
@@ -138,7 +140,8 @@ class PredictSummary:
 
     @property
     def seconds_per_image(self) -> float | None:
-        return self.seconds / self.done if self.done else None
+        """Processing time per image done (checks, inference, outputs; not the start-up)."""
+        return self.processing_seconds / self.done if self.done else None
 
     @property
     def exit_code(self) -> int:
@@ -149,6 +152,7 @@ class PredictSummary:
         self.total += other.total
         self.done += other.done
         self.resumed += other.resumed
+        self.processing_seconds += other.processing_seconds
         self.skipped += other.skipped
         self.dicom_refused += other.dicom_refused
         self.notes += [n for n in other.notes if n not in self.notes]
@@ -401,7 +405,9 @@ def _run_share(
                 summary.resumed += 1
                 event = "resumed"
             else:
+                tick = time.perf_counter()
                 event, reason = processor.process(item)
+                summary.processing_seconds += time.perf_counter() - tick
                 if event == "skipped":
                     summary.skipped.append((str(item.path), str(reason)))
                     logger.warning("skipped %s: %s", item.path, reason)
@@ -592,5 +598,6 @@ def run_predict(options: PredictOptions) -> PredictSummary:
         if rank == 0:  # every rank has written its file: this merge is complete
             _finish_skipped(out_dir, summary.skipped, rank, world)
         dist.barrier()
+        dist.destroy_process_group()
     atomic_write_json(out_dir / (f"summary.rank{rank}.json" if world > 1 else "summary.json"), summary.as_dict(), default=float)
     return summary

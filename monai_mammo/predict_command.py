@@ -70,7 +70,7 @@ def _print_summary(summary: Any) -> None:
     print(
         f"predict{f' rank {summary.rank}/{summary.world_size}' if summary.world_size > 1 else ''}: "
         f"{summary.done} done, {summary.resumed} already complete, {len(summary.skipped)} skipped of {summary.total}; "
-        f"{summary.seconds:.1f} s" + (f", {spi:.2f} s/image" if spi is not None else "")
+        f"{summary.seconds:.1f} s" + (f", {spi:.2f} s/image processed" if spi is not None else "")
         + f"; peak memory {summary.peak_rss_mb:.0f} MB"
         + (f", CUDA {summary.peak_cuda_mb:.0f} MB" if summary.peak_cuda_mb is not None else "")
     )

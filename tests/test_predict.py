@@ -241,3 +241,13 @@ def test_core_works_without_highdicom(archive: Path, asn: dict, tmp_path: Path, 
     assert not (tmp_path / "a" / f"{one.stem}.json").exists()  # refused before any work
     summary = run_predict(PredictOptions("asn", [str(one)], tmp_path / "b", overrides=asn, progress=False))
     assert summary.done == 1 and (tmp_path / "b" / f"{one.stem}.json").is_file()
+
+
+def test_output_folder_inside_the_input_is_not_an_input(archive: Path, asn: dict, tmp_path: Path) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(sorted((archive / "images").glob("*.dcm"))[0], folder / "a.dcm")
+    options = PredictOptions("asn", [str(folder)], folder / "results", overrides=asn, progress=False)
+    first = run_predict(options)
+    second = run_predict(options)  # the results folder now holds a.json and a.done.json
+    assert (first.total, first.done) == (1, 1) and (second.total, second.resumed, len(second.skipped)) == (1, 1, 0)
