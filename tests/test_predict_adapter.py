@@ -1,0 +1,114 @@
+"""The bundle adapter of ``monai-mammo predict`` gives what ``python -m monai.bundle run`` gives on the same image.
+
+ASN: ``run inferring`` with ``inference.yaml`` (tiny random-init U-Net and FPR classifier saved in a
+temp folder) writes ``<stem>.json``; :class:`~monai_mammo.bundle_predictor.BundlePredictor` must
+return the same record. DAB-Net: ``run run`` (``mm_dabnet.infer_rois``) writes ``predictions.json``
+for a full image with boxes and a ROI crop; the adapter's boxes must carry the same probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_mammo.bundle_predictor import BundlePredictor, resolve_bundle_root
+from test_predict import TINY_CHANNELS, make_archive
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bundle_run(args: list[str], cwd: Path) -> str:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    archive = make_archive(tmp_path_factory.mktemp("adapter") / "archive", n=2)
+    return sorted((archive / "images").glob("*.dcm"))
+
+
+def test_bundle_names_and_folders_resolve(tmp_path: Path) -> None:
+    assert resolve_bundle_root("asn") == resolve_bundle_root(REPO / "bundles" / "asn") == (REPO / "bundles" / "asn")
+    with pytest.raises(FileNotFoundError, match="no_such_bundle"):
+        resolve_bundle_root("no_such_bundle")
+
+
+def test_asn_adapter_equals_run_inferring(images: list[Path], tmp_path: Path) -> None:
+    from monai_mammo.engines.asn import save_fpr_checkpoint
+    from monai_mammo.networks.asn import AnomalySeparationUNet, FalsePositiveReductionClassifier
+
+    torch.manual_seed(1)
+    net = AnomalySeparationUNet(channels=TINY_CHANNELS, convs_per_stage=3, input_skip=True, pad_mode="reflect")
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    save_fpr_checkpoint(FalsePositiveReductionClassifier(crop_size=24, input_size=32).eval(), tmp_path / "fpr.pt")
+    overrides = {
+        "ckpt_path": str(tmp_path / "model.pt"),
+        "fpr_path": str(tmp_path / "fpr.pt"),
+        "network_def#channels": TINY_CHANNELS,
+        "cpu_threads": 1,
+        "candidates#max_candidates": 40,  # fewer FPR crops: a faster test, the same code path
+    }
+    expected_dir = tmp_path / "bundle_run"
+    args = ["inferring", "--config_file", str(REPO / "bundles/asn/configs/inference.yaml"), "--input_path", str(images[0].parent)]
+    for key, value in {**overrides, "output_dir": str(expected_dir)}.items():
+        args += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
+    _bundle_run(args, cwd=REPO)
+
+    with BundlePredictor("asn", overrides) as predictor:
+        assert (predictor.name, predictor.modalities, predictor.profile.findings) == ("asn", ("MG",), "points")
+        assert len(predictor.fingerprint) == 16  # model.pt and fpr.pt
+        for image in images:
+            prediction = predictor.predict({"image": str(image)})
+            expected = json.loads((expected_dir / f"{image.stem}.json").read_text())
+            assert prediction.record == expected
+            assert expected["num_points"] > 0 and all(p["fpr_score"] is not None for p in expected["points"])
+            # the label (discs at the best detections) on the stored image's grid, rows first
+            assert prediction.mask.shape == tuple(expected["image_size"]) and prediction.segments == {1: "microcalcification"}
+            best = max(expected["points"], key=lambda p: p["score"])
+            assert prediction.mask[int(round(best["y"])), int(round(best["x"]))] == 1
+
+
+def test_dabnet_adapter_equals_run(images: list[Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from monai_mammo.networks.dabnet import DABNet
+
+    torch.manual_seed(2)
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(DABNet(in_channels=1, decoders="both", decoder_channels=[64, 32, 16, 16, 8]).state_dict(), models / "model.pt")
+    roi = tmp_path / "roi.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40), dtype=np.uint8)).save(roi)
+    boxes = [[20.0, 30.0, 60.0, 70.0], [80.0, 90.0, 100.0, 120.0]]
+    files = [{"image": str(images[0]), "boxes": boxes}, str(roi)]
+    _bundle_run(
+        [
+            "run", "--config_file", str(REPO / "bundles/dabnet/configs/inference.yaml"),
+            "--input#files", json.dumps(files), "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "run"),
+            "--save_png", "false",
+        ],
+        cwd=REPO,
+    )
+    expected = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    with BundlePredictor("dabnet", {"ckpt_dir": str(models)}) as predictor:
+        assert predictor.profile.findings == "boxes" and not predictor.profile.requires_spacing
+        full = predictor.predict({"image": str(images[0]), "boxes": boxes}).record
+        crop = predictor.predict({"image": str(roi)}).record
+    assert [b["box"] for b in full["boxes"]] == [e["box"] for e in expected[:2]] == boxes
+    assert [b["roi_box"] for b in full["boxes"]] == [e["roi_box"] for e in expected[:2]]
+    got = [b["probability"] for b in full["boxes"] + crop["boxes"]]
+    assert got == pytest.approx([e["probability"] for e in expected], rel=1e-6, abs=1e-7)
+    assert crop["boxes"][0]["box"] == [0.0, 0.0, 39.0, 49.0]  # a ROI crop is its own box
+    assert {b["label"] for b in full["boxes"]} == {"mass"}
