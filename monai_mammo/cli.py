@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plugins": ("list loaded plugins and the components they register", "monai_mammo.plugins_command"),
     "synth": ("generate deterministic synthetic phantoms (mammogram, roi, cxr) with a datalist", "monai_mammo.data.phantoms.command"),
     "datalist": ("turn a public dataset into a MONAI datalist JSON", "monai_mammo.data.datalist_command"),
+    "predict": ("batch inference with a bundle over DICOM/PNG archives: JSON, DICOM SR/SEG, overlays", "monai_mammo.predict_command"),
 }
 
 
