@@ -18,6 +18,7 @@ import torch
 
 from dicom_fixtures import CT_SOP_CLASS, SR_SOP_CLASS, ramp, write_dicom
 from monai_mammo.bundle_predictor import BundlePredictor
+from monai_mammo.checkpoints import save_network
 from monai_mammo.predict import EXIT_SKIPPED, PredictOptions, output_paths, read_skipped, run_predict
 
 TINY_CHANNELS = [4, 8, 8, 8]
@@ -30,8 +31,8 @@ def make_asn_weights(folder: Path) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     net = AnomalySeparationUNet(channels=TINY_CHANNELS, convs_per_stage=3, input_skip=True, pad_mode="reflect")
-    torch.save(net.state_dict(), folder / "model.pt")
-    return {"ckpt_path": str(folder / "model.pt"), "use_fpr": False, "network_def#channels": TINY_CHANNELS, "cpu_threads": 1}
+    save_network(net, folder / "model.pt")  # the checkpoint carries the network's arguments
+    return {"ckpt_path": str(folder / "model.pt"), "use_fpr": False, "cpu_threads": 1}
 
 
 def make_archive(folder: Path, n: int = 4, size: tuple[int, int] = (160, 128)) -> Path:
