@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from monai_mammo.transforms.io import DICOM_SUFFIXES
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "strip_image_suffix",
@@ -35,8 +37,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: File name endings of the images a bundle reads (DICOM by its usual and its short suffix).
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii.gz", ".nii")
+#: File name endings of the images a bundle reads: the reader's DICOM suffixes, then the rest.
+IMAGE_SUFFIXES = (*DICOM_SUFFIXES, ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii.gz", ".nii")
 
 
 def strip_image_suffix(name: str) -> str:
