@@ -69,8 +69,13 @@ class BundleProfile:
 
     Example::
 
-        >>> BundleProfile(findings="boxes", finding_label="mass", requires_spacing=False, record="rois").mask_key is None
-        True
+        >>> p = BundleProfile("points", "microcalcification", requires_spacing=True, mask_key="pred")
+        >>> p.record, p.record_key, p.mask_layout
+        ('writer', 'detections_file', 'hw')
+        >>> BundleProfile("boxes", "mass", requires_spacing=False, record="rois")
+        Traceback (most recent call last):
+        ...
+        ValueError: predict profile: record='rois' needs roi_items (a dotted function name)
 
     Attributes:
         findings: "points" or "boxes".

@@ -72,9 +72,10 @@ def _text_values(ds: pydicom.Dataset) -> list[str]:
 def test_findings_and_image_coordinates_by_hand() -> None:
     point, box = findings_from_record({"points": [{"x": 3.0, "y": 7.5, "score": 0.5}], "boxes": [{"box": [1, 2, 4, 6], "probability": 0.2}]}, "mass")
     assert (point.kind, point.coordinates, point.label, point.scores) == ("point", (3.0, 7.5), "mass", {"score": 0.5})
-    # pixel centre (c, r) is DICOM image coordinate (c + 0.5, r + 0.5); a box is a closed rectangle
+    # pixel centre (c, r) is DICOM image coordinate (c + 0.5, r + 0.5); a box (edge coordinates, as
+    # DICOM's) is the closed rectangle of its edges: [1, 2, 4, 6] covers columns 1..3, rows 2..5
     assert to_image_coordinates(point).tolist() == [[3.5, 8.0]]
-    assert to_image_coordinates(box).tolist() == [[1.5, 2.5], [4.5, 2.5], [4.5, 6.5], [1.5, 6.5], [1.5, 2.5]]
+    assert to_image_coordinates(box).tolist() == [[1.0, 2.0], [4.0, 2.0], [4.0, 6.0], [1.0, 6.0], [1.0, 2.0]]
     assert from_image_coordinates("POINT", [[3.5, 8.0]]) == (3.0, 7.5)
     assert from_image_coordinates("POLYLINE", to_image_coordinates(box)) == (1.0, 2.0, 4.0, 6.0)
 
@@ -136,7 +137,7 @@ def test_structured_report_round_trip(source: pydicom.Dataset, tmp_path: Path) -
     assert found[0]["scores"] == pytest.approx({"score": 0.9, "asn_score": 3.25, "fpr_score": 0.3})
     assert found[1]["scores"] == pytest.approx({"score": 0.1, "asn_score": 1.0})  # fpr_score None: no measurement
     assert found[2]["coordinates"] == (1.0, 2.0, 30.0, 40.0)
-    assert np.asarray(found[2]["graphic_data"]).tolist() == [[1.5, 2.5], [30.5, 2.5], [30.5, 40.5], [1.5, 40.5], [1.5, 2.5]]
+    assert np.asarray(found[2]["graphic_data"]).tolist() == [[1.0, 2.0], [30.0, 2.0], [30.0, 40.0], [1.0, 40.0], [1.0, 2.0]]
     assert found[2]["finding_type"] == ("4147007", "SCT", "Mass") and found[2]["scores"] == pytest.approx({"probability": 0.25})
     texts = _text_values(ds)
     assert "monai-mammo asn" in texts and "assumed pixel spacing: 0.07 mm" in texts
@@ -202,7 +203,9 @@ def test_overlay_secondary_capture(source_file: Path, source: pydicom.Dataset, t
     grey = source_grey(source_file)
     rgb = render_overlay(grey, findings_from_record(RECORD, "microcalcification"), (0.07, 0.07))
     assert rgb.shape == (64, 48, 3)
-    assert tuple(rgb[2, 15]) == MARK_COLOUR  # top edge of the box [1, 2, 30, 40]
+    assert tuple(rgb[2, 15]) == MARK_COLOUR  # top edge of the box [1, 2, 30, 40] (row 2)
+    assert tuple(rgb[39, 15]) == MARK_COLOUR and tuple(rgb[20, 29]) == MARK_COLOUR  # last row 39, last column 29
+    assert tuple(rgb[20, 30]) == (round(grey[20, 30] * 255),) * 3  # column 30 is outside the box
     assert tuple(rgb[20, 15]) == (round(grey[20, 15] * 255),) * 3  # inside: untouched grey
     path = write_overlay(tmp_path / "sc.dcm", source, rgb, ALGORITHM)
     ds = pydicom.dcmread(path)

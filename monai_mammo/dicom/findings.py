@@ -1,14 +1,18 @@
 """Findings records (what a bundle writes as JSON) as :class:`Finding` objects, and DICOM image coordinates.
 
-A findings record holds ``points`` (``{"x", "y", "score", ...}``, ASN) and/or ``boxes``
-(``{"box": [x0, y0, x1, y1], "label", "probability" | "score", ...}``, DAB-Net) in the pixels of the
-stored image (:mod:`monai_mammo.coordinates`: pixel centres at integer positions).
+A findings record holds ``points`` (the records of :meth:`monai_mammo.regions.Regions.to_records`
+that :class:`monai_mammo.writers.SaveRegionsd` writes: ``{"x", "y", "score", "<stage>_score", ...}``,
+ASN) and/or ``boxes`` (``{"box": [x0, y0, x1, y1], "label", "probability" | "score", ...}``,
+DAB-Net) in the pixels of the stored image, in the convention of :mod:`monai_mammo.coordinates`:
+points in *centre* coordinates (pixel centres at integer positions), boxes in *edge* coordinates
+(``x1``, ``y1`` exclusive, as in :mod:`monai_mammo.regions`).
 
 DICOM 2D image coordinates (SCOORD Graphic Data, highdicom's image coordinate system) put the
-*top left corner* of the top left pixel at ``(0, 0)``, so the centre of pixel ``(column c, row r)``
-is ``(c + 0.5, r + 0.5)``: :func:`to_image_coordinates` adds half a pixel and
-:func:`from_image_coordinates` removes it. SCOORD values are 32-bit floats (VR FL), so a
-coordinate read back equals ``float32(x + 0.5) - 0.5``.
+*top left corner* of the top left pixel at ``(0, 0)``: they are edge coordinates. So a point
+(centre of pixel ``(column c, row r)``) is ``(c + 0.5, r + 0.5)`` and a box's corners are its
+values unchanged: :func:`to_image_coordinates` adds half a pixel to points only and
+:func:`from_image_coordinates` removes it. SCOORD values are 32-bit floats (VR FL), so a point
+read back equals ``float32(x + 0.5) - 0.5``.
 
 Example::
 
@@ -16,8 +20,10 @@ Example::
     ...           "boxes": [{"box": [1, 2, 30, 40], "label": "mass", "probability": 0.25}]}
     >>> [(f.kind, f.coordinates, f.label, f.scores) for f in findings_from_record(record, default_label="calcification")]
     [('point', (10.0, 4.0), 'calcification', {'score': 0.9, 'asn_score': 3.0, 'fpr_score': 0.3}), ('box', (1.0, 2.0, 30.0, 40.0), 'mass', {'probability': 0.25})]
-    >>> to_image_coordinates(findings_from_record(record)[1]).tolist()
-    [[1.5, 2.5], [30.5, 2.5], [30.5, 40.5], [1.5, 40.5], [1.5, 2.5]]
+    >>> to_image_coordinates(findings_from_record(record)[0]).tolist()   # a pixel centre
+    [[10.5, 4.5]]
+    >>> to_image_coordinates(findings_from_record(record)[1]).tolist()   # edges stay edges
+    [[1.0, 2.0], [30.0, 2.0], [30.0, 40.0], [1.0, 40.0], [1.0, 2.0]]
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ __all__ = [
     "PIXEL_CENTRE_OFFSET",
 ]
 
-#: DICOM image coordinate of the centre of pixel (0, 0), on both axes.
+#: DICOM image coordinate of the centre of pixel (0, 0), on both axes (points only: boxes are
+#: already in edge coordinates, which DICOM image coordinates are).
 PIXEL_CENTRE_OFFSET = 0.5
 
 
@@ -128,22 +135,21 @@ def best_findings(findings: list[Finding], max_findings: int | None) -> list[Fin
 
 
 def to_image_coordinates(finding: Finding) -> np.ndarray:
-    """SCOORD Graphic Data of a finding: a ``(1, 2)`` POINT or a ``(5, 2)`` closed POLYLINE rectangle
-    (corners clockwise from ``(x0, y0)``, the first repeated last), in DICOM image coordinates."""
+    """SCOORD Graphic Data of a finding: a ``(1, 2)`` POINT (the pixel centre + 0.5) or a ``(5, 2)``
+    closed POLYLINE rectangle (the box's edges, corners clockwise from ``(x0, y0)``, the first
+    repeated last), in DICOM image coordinates."""
     if finding.kind == "point":
-        xy = np.asarray([finding.coordinates], dtype=np.float64)
-    elif finding.kind == "box":
+        return np.asarray([finding.coordinates], dtype=np.float64) + PIXEL_CENTRE_OFFSET
+    if finding.kind == "box":
         x0, y0, x1, y1 = finding.coordinates
-        xy = np.asarray([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
-    else:
-        raise ValueError(f"finding kind must be 'point' or 'box', got {finding.kind!r}")
-    return xy + PIXEL_CENTRE_OFFSET
+        return np.asarray([[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]], dtype=np.float64)
+    raise ValueError(f"finding kind must be 'point' or 'box', got {finding.kind!r}")
 
 
 def from_image_coordinates(graphic_type: str, graphic_data: Any) -> tuple[float, ...]:
-    """Stored-pixel coordinates of a SCOORD read back: ``(x, y)`` for a POINT, ``(x0, y0, x1, y1)``
-    (the bounding box) for a POLYLINE / POLYGON."""
-    xy = np.asarray(graphic_data, dtype=np.float64).reshape(-1, 2) - PIXEL_CENTRE_OFFSET
+    """Stored-pixel coordinates of a SCOORD read back: ``(x, y)`` (centre coordinates) for a POINT,
+    ``(x0, y0, x1, y1)`` (the bounding box, edge coordinates) for a POLYLINE / POLYGON."""
+    xy = np.asarray(graphic_data, dtype=np.float64).reshape(-1, 2)
     if str(graphic_type).upper() == "POINT":
-        return float(xy[0, 0]), float(xy[0, 1])
+        return float(xy[0, 0]) - PIXEL_CENTRE_OFFSET, float(xy[0, 1]) - PIXEL_CENTRE_OFFSET
     return float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())

@@ -75,7 +75,8 @@ def render_overlay(
         draw.ellipse([x - rx, y - ry, x + rx, y + ry], outline=MARK_COLOUR, width=width)
     for f in findings:
         if f.kind == "box":
-            draw.rectangle(list(f.coordinates), outline=MARK_COLOUR, width=width)
+            x0, y0, x1, y1 = f.coordinates  # edge coordinates: the last column / row is x1 - 1 / y1 - 1
+            draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=MARK_COLOUR, width=width)
     return np.asarray(canvas)
 
 

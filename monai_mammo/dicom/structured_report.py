@@ -5,7 +5,7 @@ Each finding becomes one *planar ROI measurement group* (TID 1410) of the report
 * the region, an SCOORD (2D, image-relative; mammograms carry no frame of reference, so never
   SCOORD3D) that references the source image by its SOP Class and Instance UIDs: ``POINT`` for a
   point finding (an ASN µC), a closed ``POLYLINE`` rectangle for a box (a DAB-Net mass ROI), in
-  DICOM image coordinates (:mod:`monai_mammo.dicom.findings`: pixel centre = index + 0.5);
+  DICOM image coordinates (:mod:`monai_mammo.dicom.findings`: pixel centre = index + 0.5, box edges unchanged);
 * the finding type, a coded concept (:data:`FINDING_TYPES`, else a private code with the label);
 * every score of the finding as a numeric measurement without units (:data:`SCORE_CONCEPTS`);
 * the algorithm identification (bundle name, version, parameters such as an assumed spacing).
