@@ -11,13 +11,14 @@ SR (a non-image), then runs the command as a user does (a subprocess per run):
 3. JSON only, into fresh folders: one process, then two (``torchrun --nproc_per_node 2`` by
    default, or ``--two workers`` for ``--workers 2``): wall times and their ratio.
 
-Weights: ``--weights DIR`` (``model.pt``, optional ``fpr.pt``) with the bundle's default network,
-else random-init weights of the bundle's default network written to ``WORKDIR/weights`` (the
-timing of the architecture; the findings mean nothing). The report goes to stdout and
+Weights: ``--weights DIR`` (checkpoints as training writes them: ``model.pt``, optional ``fpr.pt``),
+``--train-smoke`` (the bundle's ``smoke.yaml`` trained into ``WORKDIR/weights`` first), else
+random-init weights of ``train.yaml``'s network written to ``WORKDIR/weights`` (the timing of the
+architecture; the findings mean nothing). The report goes to stdout and
 ``WORKDIR/benchmark.json``.
 
 Run:  nice python benchmarks/predict_archive.py --n 50 [--size 4096 3328] [--workdir DIR] [--threads 1]
-Check (small):  python benchmarks/predict_archive.py --n 3 --size 512 416 --workdir /tmp/pa
+Check (small):  nice python benchmarks/predict_archive.py --n 6 --size 1024 832 --train-smoke --workdir /tmp/pa
 """
 
 from __future__ import annotations
@@ -66,28 +67,42 @@ def write_sr(source: Path, target: Path) -> None:
     write_structured_report(target, header, {"points": []}, Algorithm("benchmark", "0"))
 
 
-def ensure_weights(workdir: Path, bundle: str, weights: Path | None) -> dict:
-    """Overrides pointing at the weights (random-init bundle default network when none are given)."""
+def ensure_weights(workdir: Path, bundle: str, weights: Path | None, train_smoke: bool = False) -> dict:
+    """Overrides pointing the bundle's inference at its weights folder (``ckpt_dir``).
+
+    ``weights``: a folder of checkpoints as training writes them (``model.pt`` with its
+    ``network_spec``; ``fpr.pt`` for ASN, else the FPR is off). ``train_smoke``: train the bundle's
+    ``smoke.yaml`` into ``WORKDIR/weights`` first (trained smoke weights, under a minute on CPU).
+    Otherwise random-init weights of ``train.yaml``'s ``network_def`` (the timing of the
+    architecture; the findings mean nothing).
+    """
     import torch
     from monai.bundle import ConfigParser
 
     from monai_mammo.bundle_predictor import resolve_bundle_root
+    from monai_mammo.checkpoints import save_network
 
-    if weights is not None:
-        overrides = {"ckpt_path": str(weights / "model.pt")}
-        overrides.update({"fpr_path": str(weights / "fpr.pt")} if (weights / "fpr.pt").is_file() else {"use_fpr": False})
-        return overrides
     root = resolve_bundle_root(bundle)
-    target = workdir / "weights" / "model.pt"
-    if not target.is_file():
-        parser = ConfigParser()
-        parser.read_config(str(root / "configs" / "inference.yaml"))
-        parser["bundle_root"] = str(root)
-        torch.manual_seed(0)
-        network = parser.get_parsed_content("network_def")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(network.state_dict(), target)
-    return {"ckpt_path": str(target), "use_fpr": False}
+    if weights is None:
+        weights = workdir / "weights"
+        if train_smoke and not (weights / "model.pt").is_file():
+            configs = [str(root / "configs" / name) for name in ("train.yaml", "smoke.yaml")]
+            command = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs),
+                       "--bundle_root", str(root), "--ckpt_dir", str(weights), "--output_dir", str(workdir / "train_eval")]
+            env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+            proc = subprocess.run(command, env=env, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError("smoke training failed:\n" + (proc.stdout + proc.stderr)[-3000:])
+        elif not (weights / "model.pt").is_file():
+            parser = ConfigParser()
+            parser.read_config(str(root / "configs" / "train.yaml"))
+            parser["bundle_root"] = str(root)
+            torch.manual_seed(0)
+            save_network(parser.get_parsed_content("network_def"), weights / "model.pt")
+    overrides: dict = {"ckpt_dir": str(weights)}
+    if bundle == "asn" and not (weights / "fpr.pt").is_file():
+        overrides["use_fpr"] = False
+    return overrides
 
 
 def run_command(args: list[str], nproc: int = 1, env_extra: dict | None = None) -> tuple[float, int, str]:
@@ -126,6 +141,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bundle", default="asn")
     parser.add_argument("--weights", type=Path, default=None, help="folder with model.pt (and fpr.pt); default random init")
+    parser.add_argument("--train-smoke", action="store_true", help="train the bundle's smoke.yaml into WORKDIR/weights first")
     parser.add_argument("--workdir", type=Path, default=Path("predict_archive_bench"))
     parser.add_argument("--threads", default="1", help="torch threads per process (default 1: fair 1 vs 2 processes)")
     parser.add_argument("--max-findings", type=int, default=None, help="passed to the DICOM run: SR with the K best findings")
@@ -137,7 +153,7 @@ def main() -> int:
     start = time.perf_counter()
     archive = build_archive(workdir, args.n, tuple(args.size), args.seed)
     build_seconds = time.perf_counter() - start
-    overrides = ensure_weights(workdir, args.bundle, args.weights)
+    overrides = ensure_weights(workdir, args.bundle, args.weights, args.train_smoke)
     common = ["--bundle", args.bundle, str(archive), "--threads", str(args.threads), "--no-progress"]
     common += [f"-O{k}={json.dumps(v)}" for k, v in overrides.items()]
     report: dict = {"n": args.n, "size": list(args.size), "bundle": args.bundle, "archive_build_seconds": build_seconds}

@@ -24,7 +24,7 @@ EXIT_FAILED = 1
 
 def _parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise argparse.ArgumentTypeError(f"override {text!r} must look like key=value (value in JSON, e.g. network_def#channels=[4,8,8,8])")
+        raise argparse.ArgumentTypeError(f"override {text!r} must look like key=value (value in JSON, e.g. use_fpr=false)")
     key, raw = text.split("=", 1)
     try:
         value = json.loads(raw)
@@ -59,7 +59,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datalist-key", action="append", default=None, metavar="KEY", help="datalist list(s) to read (default: test, else all)")
     parser.add_argument(
         "-O", "--override", action="append", default=[], type=_parse_override, metavar="KEY=VALUE",
-        help="bundle config override, value in JSON (repeatable), e.g. -O ckpt_path=/models/asn.pt",
+        help="bundle config override, value in JSON (repeatable), e.g. -O ckpt_dir=/models/asn",
     )
     parser.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the progress bar")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
