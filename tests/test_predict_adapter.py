@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,39 @@ def test_dabnet_adapter_equals_run(images: list[Path], tmp_path: Path) -> None:
     assert got == [e["probability"] for e in expected]  # the bundle's own steps: equal, not close
     assert crop["boxes"][0]["box"] == [0.0, 0.0, 40.0, 50.0]  # a ROI crop is its own box (edge coordinates)
     assert {b["label"] for b in full["boxes"]} == {"mass"}
+
+
+@pytest.mark.parametrize("bundle", ["asn", "dabnet"])
+def test_bundle_metadata_declares_its_predict_profile(bundle: str) -> None:
+    """Each bundle's metadata.json says what it outputs, and names only what its inference.yaml has."""
+    import importlib
+
+    from monai.bundle import ConfigParser
+
+    from monai_mammo.bundle_predictor import BundleProfile
+
+    root = resolve_bundle_root(bundle)
+    profile = BundleProfile(**json.loads((root / "configs" / "metadata.json").read_text())["predict"])
+    parser = ConfigParser()
+    parser.read_config(str(root / "configs" / "inference.yaml"))
+    for key in ("preprocessing", "network", "inferer", "postprocessing", *profile.weights, *profile.config_overrides):
+        assert key in parser, key
+    assert all(flag in parser for flag in profile.weights.values() if flag is not None)
+    if profile.record == "writer":
+        assert "writer" in parser and parser["writer"]["_target_"] == "monai_mammo.writers.SaveRegionsd"
+    else:
+        module, _, name = profile.roi_items.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name))
+        assert all(config_id in parser for config_id in profile.roi_items_args.values())
+    expected = {"asn": ("points", "microcalcification", True, "pred"), "dabnet": ("boxes", "mass", False, None)}[bundle]
+    assert (profile.findings, profile.finding_label, profile.requires_spacing, profile.mask_key) == expected
+
+
+def test_a_bundle_without_a_predict_profile_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "newbundle"
+    shutil.copytree(REPO / "bundles" / "dabnet" / "configs", root / "configs")
+    metadata = json.loads((root / "configs" / "metadata.json").read_text())
+    del metadata["predict"]
+    (root / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match="add a 'predict' section to its configs/metadata.json"):
+        BundlePredictor(root)
