@@ -145,6 +145,9 @@ def test_shared_key_names(bundle):
     assert evaluate.get("eval_phantom#seed") == 1, "the held-out phantom seed is eval_phantom#seed, 1 by default"
     assert set(evaluate.get("eval_phantom")) >= {"kind", "cache_dir", "n", "seed"}
     assert re.sub(r"\s", "", evaluate.get("eval_datalist_file")) == "$mm_bundle.resolve_datalist(@dataset_dir,@datalist,@eval_phantom)"
+    inference = _parser(*_configs(bundle, "inference.yaml"))
+    absent = [k for k in ("bundle_root", "ckpt_dir", "output_dir", "device", "cpu_threads", "input_path") if k not in inference]
+    assert not absent, f"inference.yaml lacks {absent} (input_path: a file, a folder, a datalist or a list, in every bundle)"
 
 
 def test_configs_hold_no_file_handles_or_string_switch_factories(bundle):

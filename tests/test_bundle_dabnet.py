@@ -167,7 +167,7 @@ def test_roi_inference_equals_the_evaluator(smoke, tmp_path):
     eval_network = load_network_weights(evaluate.get_parsed_content("network"), tmp / "models" / "model.pt")
     expected = float(predict(eval_network, evaluate.get_parsed_content("eval#dataloader"), "cpu")["prob"][0])
 
-    infer.update({"input#files": [str(roi_png)]})
+    infer.update({"input_path": [str(roi_png)]})
     evaluator = infer.get_parsed_content("evaluator")
     evaluator.run()
     monai_label = evaluator.state.output[0]["result"]["malignancy_probability"]
