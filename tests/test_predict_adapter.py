@@ -2,7 +2,7 @@
 
 ASN: ``run inferring`` with ``inference.yaml`` (tiny random-init U-Net and FPR classifier saved in a
 temp folder) writes ``<stem>.json``; :class:`~monai_mammo.bundle_predictor.BundlePredictor` must
-return the same record. DAB-Net: ``run run`` (``mm_dabnet.infer_rois``) writes ``predictions.json``
+return the same record. DAB-Net: ``run inferring`` (``mm_dabnet.infer_rois``) writes ``predictions.json``
 for a full image with boxes and a ROI crop; the adapter's boxes must carry the same probabilities.
 """
 
@@ -96,8 +96,8 @@ def test_dabnet_adapter_equals_run(images: list[Path], tmp_path: Path) -> None:
     files = [{"image": str(images[0]), "boxes": boxes}, str(roi)]
     _bundle_run(
         [
-            "run", "--config_file", str(REPO / "bundles/dabnet/configs/inference.yaml"),
-            "--input#files", json.dumps(files), "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "run"),
+            "inferring", "--config_file", str(REPO / "bundles/dabnet/configs/inference.yaml"),
+            "--input_path", json.dumps(files), "--ckpt_dir", str(models), "--output_dir", str(tmp_path / "run"),
             "--save_png", "false",
         ],
         cwd=REPO,
