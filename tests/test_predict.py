@@ -252,3 +252,37 @@ def test_output_folder_inside_the_input_is_not_an_input(archive: Path, asn: dict
     first = run_predict(options)
     second = run_predict(options)  # the results folder now holds a.json and a.done.json
     assert (first.total, first.done) == (1, 1) and (second.total, second.resumed, len(second.skipped)) == (1, 1, 0)
+
+
+def test_dabnet_boxes_from_a_datalist_into_json_and_sr(archive: Path, tmp_path: Path) -> None:
+    """A boxes bundle: DAB-Net on a datalist's full image with its boxes (edge coordinates); the SR
+    rectangles are the JSON boxes exactly, and --dicom-seg is noted as not applicable."""
+    pytest.importorskip("highdicom", reason="the [dicom] extra (highdicom) is not installed")
+    import pydicom
+
+    from monai_mammo.dicom.structured_report import read_structured_report
+    from monai_mammo.networks.dabnet import DABNet
+
+    torch.manual_seed(3)
+    save_network(DABNet(in_channels=1, decoders="none"), tmp_path / "models" / "model.pt")
+    one = sorted((archive / "images").glob("*.dcm"))[0]
+    boxes = [[20.0, 30.0, 60.0, 70.0], [5.0, 8.0, 17.0, 26.0]]
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"test": [{"image": str(one), "boxes": boxes}]}))
+    out = tmp_path / "out"
+    overrides = {"ckpt_dir": str(tmp_path / "models"), "cpu_threads": 1}
+    summary = run_predict(PredictOptions("dabnet", [str(datalist)], out, dicom_sr=True, dicom_seg=True, overrides=overrides, progress=False))
+    assert (summary.done, summary.skipped) == (1, [])
+    assert any("outputs no mask" in note for note in summary.notes)
+    (json_file,) = [p for p in out.rglob("*.json") if not p.name.endswith(".done.json") and not p.name.startswith("summary")]
+    record = json.loads(json_file.read_text())
+    assert [b["box"] for b in record["boxes"]] == boxes and {b["label"] for b in record["boxes"]} == {"mass"}
+    assert all(0.0 < b["probability"] < 1.0 for b in record["boxes"])
+    paths = output_paths(json_file.parent, json_file.stem)
+    assert not paths["seg"].exists()
+    found = read_structured_report(paths["sr"])
+    assert [f["kind"] for f in found] == ["box", "box"]
+    assert [f["coordinates"] for f in found] == [tuple(b) for b in boxes]  # edges: no half-pixel shift
+    assert [f["finding_type"][2] for f in found] == ["Mass", "Mass"]
+    assert [f["scores"]["probability"] for f in found] == pytest.approx([b["probability"] for b in record["boxes"]])
+    assert {f["source_sop_instance_uid"] for f in found} == {pydicom.dcmread(one, stop_before_pixels=True).SOPInstanceUID}
