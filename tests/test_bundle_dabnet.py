@@ -233,8 +233,8 @@ def test_multi_gpu_train_keeps_the_lr_schedule_on_every_rank(smoke, tmp_path):
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     rank0, rank1 = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
-    assert rank0["train"] == ["ValidationHandler", "StatsHandler", "LrScheduleHandler"]
-    assert rank1["train"] == ["ValidationHandler", "LrScheduleHandler"]
+    assert rank0["train"] == ["EndOfRunValidationHandler", "StatsHandler", "LrScheduleHandler"]
+    assert rank1["train"] == ["EndOfRunValidationHandler", "LrScheduleHandler"]
     assert rank0["pretrain"] == ["StatsHandler"] and rank1["pretrain"] == []
     assert rank0["validate"] == ["StatsHandler", "CheckpointSaver"] and rank1["validate"] == []
     assert rank0["network"] == rank1["network"] == "DistributedDataParallel"

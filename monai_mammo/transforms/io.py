@@ -26,6 +26,7 @@ from monai_mammo.transforms.geometry import PIXEL_TO_ORIGINAL, identity
 
 __all__ = [
     "RadiographReadError",
+    "MissingSpacingError",
     "RadiographReader",
     "LoadRadiographd",
     "spacing_of",
@@ -52,6 +53,45 @@ class RadiographReadError(ValueError):
         self.filename = str(filename) if filename is not None else "<unknown>"
         self.reason = reason
         super().__init__(f"{self.filename}: {reason}")
+
+
+class MissingSpacingError(RadiographReadError):
+    """An image without pixel spacing where physical units are needed; the message names the image
+    and the ``spacing`` parameter that supplies it (a datalist item's, or a MONAI Label request's
+    params). Under MONAI Label (importable) the raised error is also a ``MONAILabelException``
+    (``INVALID_INPUT``), which the app reports as a client error instead of an internal one.
+
+    Example::
+
+        >>> str(MissingSpacingError("case.dcm", "ResampleToSpacingd"))[:52]
+        'case.dcm: no pixel spacing (ResampleToSpacingd needs'
+    """
+
+    def __init__(self, filename: str | os.PathLike | None, needed_by: str = "this bundle") -> None:
+        super().__init__(
+            filename,
+            f"no pixel spacing ({needed_by} needs physical units): the file has no PixelSpacing / "
+            'ImagerPixelSpacing (or header spacing). Give it in mm as the "spacing": [sx, sy] parameter: '
+            'a datalist item\'s "spacing", or MONAI Label\'s request params, e.g. {"spacing": [0.07, 0.07]}',
+        )
+
+    @classmethod
+    def for_app(cls, filename: str | os.PathLike | None, needed_by: str = "this bundle") -> MissingSpacingError:
+        """The error to raise: with MONAI Label importable, also a ``MONAILabelException``."""
+        try:
+            from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+        except ImportError:  # the app is optional: a plain error outside it
+            return cls(filename, needed_by)
+
+        class _AppMissingSpacingError(cls, MONAILabelException):  # type: ignore[misc,valid-type]
+            def __init__(self) -> None:
+                cls.__init__(self, filename, needed_by)
+                self.error, self.msg = MONAILabelError.INVALID_INPUT, str(self)
+
+            def __str__(self) -> str:
+                return f"{self.filename}: {self.reason}"
+
+        return _AppMissingSpacingError()
 
 
 @dataclass
