@@ -126,7 +126,8 @@ def test_inference_preprocessing_is_the_training_chain():
     assert image_steps(train) == image_steps(infer) and len(image_steps(train)) == len(train["preprocessing"]) == 4
     assert train["preprocessing"][0]["_target_"] == "monai_mammo.transforms.io.LoadRadiographd"
     assert train["spatial_size"] == infer["spatial_size"] and train["phantom"] == infer["phantom"]
-    assert {step["_target_"] for step in train["targets"]} == {"Lambdad", "EnsureTyped", "SelectItemsd"}
+    assert {step["_target_"] for step in train["targets"]} == {
+        "monai_mammo.engines.dabnet.LabelImageToClassd", "Lambdad", "EnsureTyped", "SelectItemsd"}  # label-only steps
     # validation, stage 1 and stage 2 all start with the one chain
     for key in ("validate", "train", "pretrain"):
         assert train[key]["preprocessing"]["transforms"].startswith("$@preprocessing + @targets")
