@@ -13,6 +13,7 @@ the end starts the real server (MONAI Label installed, ``--run-slow``).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -106,7 +107,7 @@ def test_network_def_loads_only_its_own_weights_strictly(bundle: str, asn_models
         ckpt = Path(save_network(DABNet(decoder_channels=[4, 4, 4, 4, 4]), tmp_path / "models" / "model.pt"))
         parser = _parser([DABNET / "configs" / "inference.yaml"], bundle_root=str(DABNET), ckpt_dir=str(tmp_path / "models"))
         wrong = {k: v for k, v in torch.load(ckpt, weights_only=True)["model"].items() if "decoder" not in k}
-    network_def = parser.get_parsed_content("network_def")
+    network_def = copy.deepcopy(parser.get_parsed_content("network_def"))  # the app loads into a deep copy
     state = torch.load(ckpt, weights_only=True)["model"]
     network_def.load_state_dict(state, strict=False)  # the right file: fine, whatever strict says
     with pytest.raises(ValueError, match=r"model\.pt"):

@@ -58,14 +58,18 @@ class RadiographReadError(ValueError):
 class MissingSpacingError(RadiographReadError):
     """An image without pixel spacing where physical units are needed; the message names the image
     and the ``spacing`` parameter that supplies it (a datalist item's, or a MONAI Label request's
-    params). Under MONAI Label (importable) the raised error is also a ``MONAILabelException``
-    (``INVALID_INPUT``), which the app reports as a client error instead of an internal one.
+    params). Raised through :meth:`for_app`, it is also a FastAPI ``HTTPException`` (status
+    :attr:`STATUS_CODE`) where FastAPI is importable: MONAI Label's server lets exceptions of its
+    infer call propagate (HTTP 500 with no message), but answers this one with its status and
+    message (``{"detail": ...}``), as the client's error it is.
 
     Example::
 
         >>> str(MissingSpacingError("case.dcm", "ResampleToSpacingd"))[:52]
         'case.dcm: no pixel spacing (ResampleToSpacingd needs'
     """
+
+    STATUS_CODE = 422  # Unprocessable Entity: the request is well-formed, the image lacks what it needs
 
     def __init__(self, filename: str | os.PathLike | None, needed_by: str = "this bundle") -> None:
         super().__init__(
@@ -77,21 +81,21 @@ class MissingSpacingError(RadiographReadError):
 
     @classmethod
     def for_app(cls, filename: str | os.PathLike | None, needed_by: str = "this bundle") -> MissingSpacingError:
-        """The error to raise: with MONAI Label importable, also a ``MONAILabelException``."""
+        """The error to raise: with FastAPI importable (a MONAI Label server), also its ``HTTPException``."""
         try:
-            from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
-        except ImportError:  # the app is optional: a plain error outside it
+            from fastapi import HTTPException
+        except ImportError:  # no web server around: a plain ValueError
             return cls(filename, needed_by)
 
-        class _AppMissingSpacingError(cls, MONAILabelException):  # type: ignore[misc,valid-type]
+        class _HTTPMissingSpacingError(cls, HTTPException):  # type: ignore[misc,valid-type]
             def __init__(self) -> None:
                 cls.__init__(self, filename, needed_by)
-                self.error, self.msg = MONAILabelError.INVALID_INPUT, str(self)
+                self.status_code, self.detail, self.headers = cls.STATUS_CODE, f"{self.filename}: {self.reason}", None
 
             def __str__(self) -> str:
-                return f"{self.filename}: {self.reason}"
+                return self.detail
 
-        return _AppMissingSpacingError()
+        return _HTTPMissingSpacingError()
 
 
 @dataclass
