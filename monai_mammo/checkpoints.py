@@ -294,11 +294,14 @@ def _strict_load_state_dict(self: torch.nn.Module, state_dict: Mapping[str, Any]
     try:
         return type(self).load_state_dict(self, state_dict, strict=True, assign=assign)
     except RuntimeError as exc:
-        raise ValueError(
+        from monai_mammo.app_errors import as_http_error
+
+        error = ValueError(
             f"weights loaded into the network built from {source} do not fit it (another checkpoint, "
             f"e.g. a second stage's, was chosen; MONAI Label: model_filename must be "
             f"{Path(str(source)).name}): {exc}"
-        ) from exc
+        )
+        raise as_http_error(error, 409) from exc  # 409 Conflict: the request chose the wrong file
 
 
 def strict_loading(network: torch.nn.Module, source: str | os.PathLike = "the network's checkpoint") -> torch.nn.Module:

@@ -81,21 +81,10 @@ class MissingSpacingError(RadiographReadError):
 
     @classmethod
     def for_app(cls, filename: str | os.PathLike | None, needed_by: str = "this bundle") -> MissingSpacingError:
-        """The error to raise: with FastAPI importable (a MONAI Label server), also its ``HTTPException``."""
-        try:
-            from fastapi import HTTPException
-        except ImportError:  # no web server around: a plain ValueError
-            return cls(filename, needed_by)
+        """The error to raise: under a FastAPI server (MONAI Label) also its ``HTTPException``."""
+        from monai_mammo.app_errors import as_http_error
 
-        class _HTTPMissingSpacingError(cls, HTTPException):  # type: ignore[misc,valid-type]
-            def __init__(self) -> None:
-                cls.__init__(self, filename, needed_by)
-                self.status_code, self.detail, self.headers = cls.STATUS_CODE, f"{self.filename}: {self.reason}", None
-
-            def __str__(self) -> str:
-                return self.detail
-
-        return _HTTPMissingSpacingError()
+        return as_http_error(cls(filename, needed_by), cls.STATUS_CODE)  # type: ignore[return-value]
 
 
 @dataclass
