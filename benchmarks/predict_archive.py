@@ -11,7 +11,7 @@ SR (a non-image), then runs the command as a user does (a subprocess per run):
 3. JSON only, into fresh folders: one process, then two (``torchrun --nproc_per_node 2`` by
    default, or ``--two workers`` for ``--workers 2``): wall times and their ratio.
 
-Weights: ``--weights DIR`` (``model.pt``, optional ``fpr.pt``) with the bundle's default network,
+Weights: ``--weights DIR`` (``model.pt``, optional ``stages/fpr.pt`` or ``fpr.pt``) with the bundle's default network,
 else random-init weights of the bundle's default network written to ``WORKDIR/weights`` (the
 timing of the architecture; the findings mean nothing). The report goes to stdout and
 ``WORKDIR/benchmark.json``.
@@ -75,7 +75,8 @@ def ensure_weights(workdir: Path, bundle: str, weights: Path | None) -> dict:
 
     if weights is not None:
         overrides = {"ckpt_path": str(weights / "model.pt")}
-        overrides.update({"fpr_path": str(weights / "fpr.pt")} if (weights / "fpr.pt").is_file() else {"use_fpr": False})
+        fpr = next((p for p in (weights / "stages" / "fpr.pt", weights / "fpr.pt") if p.is_file()), None)  # layout >= issue 17 first
+        overrides.update({"fpr_path": str(fpr)} if fpr is not None else {"use_fpr": False})
         return overrides
     root = resolve_bundle_root(bundle)
     target = workdir / "weights" / "model.pt"
@@ -125,7 +126,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, nargs=2, default=(4096, 3328), metavar=("H", "W"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bundle", default="asn")
-    parser.add_argument("--weights", type=Path, default=None, help="folder with model.pt (and fpr.pt); default random init")
+    parser.add_argument("--weights", type=Path, default=None, help="folder with model.pt (and stages/fpr.pt); default random init")
     parser.add_argument("--workdir", type=Path, default=Path("predict_archive_bench"))
     parser.add_argument("--threads", default="1", help="torch threads per process (default 1: fair 1 vs 2 processes)")
     parser.add_argument("--max-findings", type=int, default=None, help="passed to the DICOM run: SR with the K best findings")

@@ -254,6 +254,44 @@ def test_dabnet_label_image_must_be_uniform(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------- the real app
 
+_APP_SCRIPT = r"""
+import json, shutil, sys
+from pathlib import Path
+import numpy as np, pydicom, yaml
+from PIL import Image
+from monai.bundle import ConfigParser
+from monai_mammo.writers import draw_discs
+repo, sample, work = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+app = work / "app"
+shutil.copytree(sample, app)
+for name in ("asn", "dabnet"):  # the bundles with the smoke sizes (their weights stay in models/)
+    dst = app / "model" / name
+    shutil.copytree(repo / "bundles" / name, dst, ignore=shutil.ignore_patterns(".cache", "eval", "runs", "*.pt"))
+    smoke = yaml.safe_load((dst / "configs" / "smoke.yaml").read_text())
+    for cfg in ("train.yaml", "inference.yaml"):
+        p = ConfigParser(); p.read_config(str(dst / "configs" / cfg))
+        for k, v in smoke.items():
+            if k not in ("ckpt_dir", "output_dir", "eval_phantom") and (cfg == "train.yaml" or k.split("#")[0] in p.config):
+                p[k] = v
+        if cfg == "train.yaml":
+            p["val_interval"] = 5  # a train request's max_epochs 1 is shorter than it
+        p.export_config_file(p.config, str(dst / "configs" / cfg), fmt="yaml")
+asn = work / "studies_asn"; (asn / "labels" / "final").mkdir(parents=True)
+d = json.load(open(work / "phantoms" / "datalist.json"))
+for item in d["training"] + d["validation"]:
+    src = work / "phantoms" / item["image"]; shutil.copy(src, asn / src.name)
+    ds = pydicom.dcmread(src); lab = np.zeros((int(ds.Rows), int(ds.Columns)), np.uint8)
+    draw_discs(lab, item["points"], 2.0, 1); Image.fromarray(lab).save(asn / "labels" / "final" / (src.stem + ".png"))
+rois = work / "studies_roi"; (rois / "labels" / "final").mkdir(parents=True)
+r = json.load(open(work / "rois" / "datalist.json"))
+for item in r["training"] + r["validation"] + r["test"]:
+    src = work / "rois" / item["image"]; shutil.copy(src, rois / src.name)
+    if item not in r["test"]:
+        size = Image.open(src).size
+        Image.fromarray(np.full(size[::-1], 1 + int(item["label"]), np.uint8)).save(rois / "labels" / "final" / src.name)
+print(app)
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -263,64 +301,89 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_real_monai_label_server(tmp_path: Path) -> None:
-    """Start MONAI Label (its own environment: MONAI_LABEL_PYTHON, else this one) on 127.0.0.1 with
-    both bundles (smoke-trained copies), send infer (json) and train (max_epochs 1) requests."""
-    import shutil
+    """MONAI Label 0.8.5 (its own environment: MONAI_LABEL_PYTHON, else this one) on 127.0.0.1 with
+    both bundles (smoke sizes, smoke-trained): infer (json, no model_filename), a missing spacing,
+    train with max_epochs 1 (< val_interval 5) and infer again with the new weights. Phantom
+    DICOMs with µC label images for the ASN, ROI PNGs with 1 / 2 label images for DAB-Net, one
+    server per datastore. About 3 minutes on 2 CPU cores."""
+    import urllib.error
+    import urllib.parse
     import urllib.request
 
     python = os.environ.get("MONAI_LABEL_PYTHON", sys.executable)
-    check = subprocess.run([python, "-c", "import monailabel, os; print(os.path.dirname(monailabel.__file__))"],
-                           capture_output=True, text=True)
+    check = subprocess.run([python, "-c", "import monailabel, sys; print(sys.prefix)"], capture_output=True, text=True)
     if check.returncode != 0:
         pytest.skip("MONAI Label is not importable (set MONAI_LABEL_PYTHON to its environment's python)")
-    app = tmp_path / "app"
-    shutil.copytree(Path(check.stdout.strip()) / "sample-apps" / "monaibundle", app)
+    sample = Path(check.stdout.strip()) / "monailabel" / "sample-apps" / "monaibundle"  # where pip puts them
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    for kind, extra in (("mammogram", ["-O", "image_size=[256,208]", "-O", "spacing_mm=0.14", "-O", "p_calc_cluster=1.0"]),
+                        ("roi", ["-O", "size=32", "-O", "n_masses=8", "-O", "n_glands=8"])):
+        out = tmp_path / ("phantoms" if kind == "mammogram" else "rois")
+        subprocess.run([python, "-m", "monai_mammo.cli", "synth", kind, "--out", str(out), "--n", "4" if kind == "mammogram" else "20",
+                        *extra], check=True, env=env, capture_output=True)
+    app = Path(subprocess.run([python, "-c", _APP_SCRIPT, str(REPO), str(sample), str(tmp_path)], check=True, env=env,
+                              capture_output=True, text=True).stdout.strip().splitlines()[-1])
     for name in ("asn", "dabnet"):
-        shutil.copytree(REPO / "bundles" / name, app / "model" / name, symlinks=False,
-                        ignore=shutil.ignore_patterns(".cache", "eval", "runs", "*.pt"))
-        configs = app / "model" / name / "configs"
-        subprocess.run([python, "-m", "monai.bundle", "run", "training", "--config_file",
-                        f"['{configs / 'train.yaml'}','{configs / 'smoke.yaml'}']",
-                        "--bundle_root", str(app / "model" / name), "--ckpt_dir", str(app / "model" / name / "models")],
-                       check=True, env=env, capture_output=True, cwd=tmp_path)
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    _mammogram_png(studies / "mammo.png", [(60, 100), (90, 150)])
-    Image.fromarray(np.full((64, 64), 120, np.uint8)).save(studies / "roi.png")
-    port = _free_port()
-    server = subprocess.Popen(
-        [python, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
-         "--conf", "models", "asn,dabnet", "--conf", "zoo_source", "local", "--conf", "sam2", "false",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=dict(env, MONAI_LABEL_DATASTORE_FILE_EXT='["*.dcm","*.png"]'), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(180):
+        bundle = app / "model" / name
+        subprocess.run([python, "-m", "monai.bundle", "run", "training", "--config_file", str(bundle / "configs" / "train.yaml"),
+                        "--bundle_root", str(bundle), "--phantom#cache_dir", str(tmp_path / "cache")],
+                       check=True, env=env, capture_output=True)
+    assert sorted(p.name for p in (app / "model" / "asn" / "models").glob("*.pt")) == ["model.pt"]
+
+    def serve(studies: Path):
+        port = _free_port()
+        log = open(tmp_path / f"server_{studies.name}.log", "w")
+        server = subprocess.Popen(
+            [python, "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
+             "--conf", "models", "asn,dabnet", "--conf", "zoo_source", "local", "--conf", "sam2", "false",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=dict(env, MONAI_LABEL_DATASTORE_FILE_EXT='["*.dcm","*.png"]'), stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(150):
             try:
                 urllib.request.urlopen(base + "/info/", timeout=5)
                 break
             except OSError:
+                assert server.poll() is None, (tmp_path / f"server_{studies.name}.log").read_text()[-3000:]
                 time.sleep(2)
+        return server, base
 
-        def post(path: str, body: dict | None = None, form: bool = False) -> dict:
-            if form:
-                data = ("params=" + urllib.request.quote(json.dumps(body or {}))).encode()
-                req = urllib.request.Request(base + path, data=data, method="POST",
-                                             headers={"Content-Type": "application/x-www-form-urlencoded"})
-            else:
-                req = urllib.request.Request(base + path, data=json.dumps(body or {}).encode(), method="POST",
-                                             headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=600) as r:
-                return json.loads(r.read())
+    def post(url: str, params: dict | None = None, body: dict | None = None) -> tuple[int, dict]:
+        if body is not None:
+            data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+        else:
+            data = urllib.parse.urlencode({"params": json.dumps(params or {})}).encode()
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers, method="POST"), timeout=900) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
 
-        asn = post("/infer/asn?image=mammo&output=json", {"spacing": [0.14, 0.14]}, form=True)
-        assert {"x", "y", "score", "asn_score", "fpr_score"} <= set(asn["findings"][0])
-        dab = post("/infer/dabnet?image=roi&output=json", {"spacing": [0.1, 0.1]}, form=True)
-        assert dab["label"] in ("benign", "malignant") and 0 <= dab["malignancy_probability"] <= 1
-        post("/train/asn?run_sync=true", {"max_epochs": 1})
-        post("/train/dabnet?run_sync=true", {"max_epochs": 1})
+    server, base = serve(tmp_path / "studies_asn")
+    try:
+        image = sorted((tmp_path / "studies_asn").glob("*.dcm"))[0].stem
+        status, first = post(f"{base}/infer/asn?image={image}&output=json")
+        assert status == 200 and {"x", "y", "score", "asn_score", "fpr_score"} <= set(first["findings"][0])
+        status, reply = post(f"{base}/infer/asn?image={image}&output=json", {"model_filename": "fpr.pt"})
+        assert status == 200 and reply["findings"] == first["findings"]  # not in models/: the app's default
+        status, _ = post(f"{base}/train/asn?run_sync=true", body={"max_epochs": 1, "val_split": 0.25, "device": "cpu"})
+        assert status == 200
+        status, after = post(f"{base}/infer/asn?image={image}&output=json")
+        assert status == 200 and after["findings"] != first["findings"]  # new ASN and FPR, no restart
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    server, base = serve(tmp_path / "studies_roi")
+    try:
+        status, reply = post(f"{base}/infer/asn?image=roi_00000&output=json")  # a PNG: no spacing
+        assert status == 422 and "roi_00000.png" in reply["detail"] and '"spacing"' in reply["detail"]
+        status, first = post(f"{base}/infer/dabnet?image=roi_00000&output=json")
+        assert status == 200 and first["label"] in ("benign", "malignant") and 0 <= first["malignancy_probability"] <= 1
+        status, _ = post(f"{base}/train/dabnet?run_sync=true", body={"max_epochs": 1, "val_split": 0.2, "device": "cpu"})
+        assert status == 200
+        status, after = post(f"{base}/infer/dabnet?image=roi_00000&output=json")
+        assert status == 200 and after["malignancy_probability"] != first["malignancy_probability"]
     finally:
         server.terminate()
         server.wait(timeout=60)
