@@ -11,7 +11,7 @@ SR (a non-image), then runs the command as a user does (a subprocess per run):
 3. JSON only, into fresh folders: one process, then two (``torchrun --nproc_per_node 2`` by
    default, or ``--two workers`` for ``--workers 2``): wall times and their ratio.
 
-Weights: ``--weights DIR`` (checkpoints as training writes them: ``model.pt``, optional ``fpr.pt``),
+Weights: ``--weights DIR`` (checkpoints as training writes them: ``model.pt``, optional ``stages/fpr.pt``),
 ``--train-smoke`` (the bundle's ``smoke.yaml`` trained into ``WORKDIR/weights`` first), else
 random-init weights of ``train.yaml``'s network written to ``WORKDIR/weights`` (the timing of the
 architecture; the findings mean nothing). The report goes to stdout and
@@ -100,8 +100,10 @@ def ensure_weights(workdir: Path, bundle: str, weights: Path | None, train_smoke
             torch.manual_seed(0)
             save_network(parser.get_parsed_content("network_def"), weights / "model.pt")
     overrides: dict = {"ckpt_dir": str(weights)}
-    if bundle == "asn" and not (weights / "fpr.pt").is_file():
-        overrides["use_fpr"] = False
+    if bundle == "asn":
+        # the second stage's weights: models/stages/fpr.pt (the layout since MONAI Label's fix), else an older fpr.pt
+        fpr = next((p for p in (weights / "stages" / "fpr.pt", weights / "fpr.pt") if p.is_file()), None)
+        overrides.update({"fpr_path": str(fpr)} if fpr is not None else {"use_fpr": False})
     return overrides
 
 

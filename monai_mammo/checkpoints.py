@@ -58,6 +58,8 @@ __all__ = [
     "load_checkpoint",
     "load_network_weights",
     "load_network",
+    "strict_loading",
+    "NetworkFile",
 ]
 
 logger = logging.getLogger(__name__)
@@ -284,3 +286,92 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     except RuntimeError as exc:
         raise ValueError(f"{path}: the weights do not fit the network it names: {exc}") from exc
     return network.to(device).eval()
+
+
+def _strict_load_state_dict(self: torch.nn.Module, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+    # bound to one network by strict_loading: the caller's ``strict`` is ignored on purpose
+    source = getattr(self, "_mm_weights_source", "the network's checkpoint")
+    try:
+        return type(self).load_state_dict(self, state_dict, strict=True, assign=assign)
+    except RuntimeError as exc:
+        from monai_mammo.app_errors import as_http_error
+
+        error = ValueError(
+            f"weights loaded into the network built from {source} do not fit it (another checkpoint, "
+            f"e.g. a second stage's, was chosen; MONAI Label: model_filename must be "
+            f"{Path(str(source)).name}): {exc}"
+        )
+        raise as_http_error(error, 409) from exc  # 409 Conflict: the request chose the wrong file
+
+
+def strict_loading(network: torch.nn.Module, source: str | os.PathLike = "the network's checkpoint") -> torch.nn.Module:
+    """Make ``network.load_state_dict`` strict whatever its caller asks, with an error naming ``source``.
+
+    An application that loads a checkpoint into a bundle's ``network_def`` itself (MONAI Label's
+    bundle app: non-strictly, with only a warning) could otherwise run the network on partly
+    loaded weights: e.g. a second-stage classifier's file chosen by a request's
+    ``model_filename``. ``source`` is the file the network belongs to (``models/model.pt``).
+
+    Example::
+
+        >>> net = strict_loading(torch.nn.Linear(2, 1), "models/model.pt")
+        >>> try:
+        ...     net.load_state_dict({"weight": torch.ones(1, 2)}, strict=False)
+        ... except ValueError as exc:
+        ...     print(str(exc).splitlines()[0][:72])
+        weights loaded into the network built from models/model.pt do not fit it
+    """
+    import types
+
+    network._mm_weights_source = str(source)  # plain attribute: not a parameter, buffer or submodule
+    network.load_state_dict = types.MethodType(_strict_load_state_dict, network)  # type: ignore[method-assign]
+    return network
+
+
+class NetworkFile:
+    """A network loaded from a checkpoint file (:func:`load_network`), reloaded when the file changes.
+
+    For a network that a long-running process keeps (a second stage in a postprocessing
+    transform of a server): after a training run rewrites the file, the next :meth:`get` returns
+    the new weights, without a restart. The file's modification time and size are the key.
+
+    Example::
+
+        >>> import tempfile, time
+        >>> from monai.networks.nets import FullyConnectedNet
+        >>> path = tempfile.mkdtemp() + "/fpr.pt"
+        >>> spec = {"_target_": "monai.networks.nets.FullyConnectedNet", "in_channels": 2, "out_channels": 1, "hidden_channels": [3]}
+        >>> torch.save({"model": FullyConnectedNet(2, 1, [3]).state_dict(), "network_spec": spec}, path)
+        >>> f = NetworkFile(path)
+        >>> first = f.get(); f.get() is first
+        True
+        >>> os.utime(path, (time.time() + 5, time.time() + 5))  # a training run rewrote the file
+        >>> f.get() is first
+        False
+
+    Args:
+        path: the checkpoint (``{"model", "network_spec"}``).
+        device: where the network goes. Default "cpu".
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+        self.path = Path(path)
+        self.device = device
+        self._key: tuple[int, int] | None = None
+        self._network: torch.nn.Module | None = None
+
+    def get(self) -> torch.nn.Module:
+        """The network of the file as it is now (loaded again when its mtime or size changed)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.path}: no trained model (run the bundle's `training` workflow first)") from None
+        key = (st.st_mtime_ns, st.st_size)
+        if self._network is None or key != self._key:
+            self._network = load_network(self.path, self.device)
+            self._key = key
+            logger.info("loaded %s from %s", type(self._network).__name__, self.path)
+        return self._network
+
+    def __repr__(self) -> str:
+        return f"NetworkFile({str(self.path)!r})"

@@ -101,6 +101,18 @@ def draw_boxes(canvas: np.ndarray, boxes: Any, value: float = 1.0) -> np.ndarray
     return canvas
 
 
+def _json_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A region record with plain Python values (floats, lists, None) for a JSON reply."""
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        if isinstance(v, (torch.Tensor, np.ndarray)):
+            v = v.tolist()
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[str(k)] = v
+    return out
+
+
 class RegionsToLabeld(MapTransform):
     """A uint8 label image of regions on the stored image's pixel grid, for MONAI Label.
 
@@ -119,6 +131,8 @@ class RegionsToLabeld(MapTransform):
         >>> d = RegionsToLabeld(radius_mm=1.0)({"image": img, "pred_points": [{"x": 2.0, "y": 3.0, "score": 1.0}]})
         >>> d["pred"].dtype, tuple(d["pred"].shape), int(d["pred"].sum()), int(d["pred"][2, 3])
         (torch.uint8, (8, 6), 5, 1)
+        >>> d["result"]["findings"], d["result"]["coordinates"]
+        ([{'x': 2.0, 'y': 3.0, 'score': 1.0}], 'original_pixels')
 
     Args:
         regions_key: the region records. Default "pred_points".
@@ -131,6 +145,10 @@ class RegionsToLabeld(MapTransform):
         radius_mm: disc radius of point regions in mm. Default 0.5.
         label_value: value of the regions. Default 1.
         label_app_layout: end in MONAI Label's ``(W, H)`` layout. Default True.
+        result_key: where the findings go as JSON-ready data (``None``: not written). MONAI Label
+            returns ``data["result"]`` as the JSON part of its reply (``output=json`` / ``all``):
+            ``{"findings": [records, best first, every region with score >= min_score, not only
+            the drawn ones], "spacing": [sx, sy], "coordinates": "original_pixels"}``. Default "result".
     """
 
     def __init__(
@@ -144,8 +162,10 @@ class RegionsToLabeld(MapTransform):
         radius_mm: float = 0.5,
         label_value: int = 1,
         label_app_layout: bool = True,
+        result_key: str | None = "result",
     ) -> None:
         super().__init__(keys=[regions_key])
+        self.result_key = result_key
         self.regions_key, self.ref_key, self.label_key, self.spacing_key = regions_key, ref_key, label_key, spacing_key
         self.min_score, self.max_regions = float(min_score), max_regions
         self.radius_mm, self.label_value = float(radius_mm), int(label_value)
@@ -160,7 +180,14 @@ class RegionsToLabeld(MapTransform):
         h, w = (int(v) for v in np.asarray(size).reshape(-1)[:2])
         sp = spacing_xy({"spacing": d.get(self.spacing_key)}) or spacing_xy(meta, DEFAULT_SPACING_MM)
         regions = [r for r in d.get(self.regions_key) or [] if r["score"] >= self.min_score]
-        regions = sorted(regions, key=lambda r: -r["score"])[: self.max_regions]
+        regions = sorted(regions, key=lambda r: -r["score"])
+        if self.result_key is not None:
+            d[self.result_key] = {
+                "findings": [_json_record(r) for r in regions],
+                "spacing": [float(sp[0]), float(sp[1])],  # type: ignore[index]
+                "coordinates": "original_pixels",
+            }
+        regions = regions[: self.max_regions]
         label = np.zeros((h, w), dtype=np.uint8)
         boxes = [r["box"] for r in regions if r.get("box") is not None]
         points = [[r["x"], r["y"]] for r in regions if r.get("box") is None]

@@ -73,7 +73,7 @@ def test_smoke_training_trains_both_stages(trained: str, work: Path) -> None:
     assert sorted(model) == ["model", "network_spec"] and any(k.startswith("stem.") for k in model["model"])
     assert model["network_spec"]["_target_"] == "monai_mammo.networks.asn.AnomalySeparationUNet"
     assert model["network_spec"]["head_init_scale"] == 0.05  # the head init travels with the network
-    fpr = torch.load(work / "models" / "fpr.pt", map_location="cpu", weights_only=True)
+    fpr = torch.load(work / "models" / "stages" / "fpr.pt", map_location="cpu", weights_only=True)
     assert fpr["network_spec"]["_target_"] == "monai_mammo.networks.asn.FalsePositiveReductionClassifier"
     assert {k: fpr["network_spec"][k] for k in ("crop_size", "input_size", "crop_normalization")} == {
         "crop_size": 24, "input_size": 32, "crop_normalization": "mean"}
@@ -94,7 +94,7 @@ def test_smoke_evaluation_writes_metrics(trained: str, work: Path) -> None:
 def test_smoke_inference_writes_original_pixels(trained: str, work: Path) -> None:
     eval_list = next((work / "phantoms").glob("mammogram-n6-s1-*/datalist.json"))
     _run("inferring", _files(TRAIN, INFERENCE, SMOKE), *_dirs(work),
-         "--ckpt_path", str(work / "models" / "model.pt"), "--fpr_path", str(work / "models" / "fpr.pt"),
+         "--ckpt_path", str(work / "models" / "model.pt"), "--fpr_path", str(work / "models" / "stages" / "fpr.pt"),
          "--input_path", str(eval_list), "--output_dir", str(work / "infer"), "--write_overlay", "True")
     results = sorted((work / "infer").glob("*.json"))
     assert len(results) == 6
@@ -114,7 +114,7 @@ def test_plugin_tensor_loss_trains_the_unet_as_a_segmenter(tmp_path: Path) -> No
     out = _run("training", _files(TRAIN, SMOKE), *_dirs(tmp_path), "--loss#name", "asymmetric_focal",
                "--fpr#enabled", "False")
     assert "FROC proposals (epoch 2)" in out and "FPR stage: disabled, skipped" in out
-    assert (tmp_path / "models" / "model.pt").is_file() and not (tmp_path / "models" / "fpr.pt").exists()
+    assert (tmp_path / "models" / "model.pt").is_file() and not (tmp_path / "models" / "stages" / "fpr.pt").exists()
 
 
 def _parser(*files: str, **overrides):
@@ -194,14 +194,14 @@ def test_inference_builds_its_networks_from_the_checkpoints(trained: str, work: 
 
     from monai_mammo.networks.asn import AnomalySeparationUNet, FalsePositiveReductionClassifier
 
-    parser = _parser(INFERENCE, ckpt_path=str(work / "models" / "model.pt"), fpr_path=str(work / "models" / "fpr.pt"))
+    parser = _parser(INFERENCE, ckpt_path=str(work / "models" / "model.pt"), fpr_path=str(work / "models" / "stages" / "fpr.pt"))
     network_def = parser.get_parsed_content("network_def")  # what MONAI Label instantiates before loading model.pt
     assert isinstance(network_def, AnomalySeparationUNet) and network_def.head_init_scale == 0.05
     state = torch.load(work / "models" / "model.pt", map_location="cpu", weights_only=True)["model"]
     network_def.load_state_dict(state, strict=True)
     network = parser.get_parsed_content("network")
     assert all(torch.equal(v, state[k]) for k, v in network.state_dict().items())
-    fpr = parser.get_parsed_content("fpr_network")
+    fpr = parser.get_parsed_content("fpr_network").get()  # a NetworkFile: reloaded when the file changes
     assert isinstance(fpr, FalsePositiveReductionClassifier) and fpr.crop_size == 24 and not fpr.training
     verify_net_in_out(net_id="network_def", meta_file=META, config_file=INFERENCE, n=4, device="cpu",
                       ckpt_path=str(work / "models" / "model.pt"), bundle_root=str(BUNDLE))
@@ -217,7 +217,7 @@ def test_check_properties(trained: str, work: Path) -> None:
     assert not train.check_properties()
     datalist = next((work / "phantoms").glob("mammogram-n4-s0-*/datalist.json"))
     infer = ConfigWorkflow(config_file=INFERENCE, meta_file=META, workflow_type="infer", input_path=str(datalist),
-                           ckpt_path=str(work / "models" / "model.pt"), fpr_path=str(work / "models" / "fpr.pt"))
+                           ckpt_path=str(work / "models" / "model.pt"), fpr_path=str(work / "models" / "stages" / "fpr.pt"))
     infer.initialize()
     assert not infer.check_properties()
 
@@ -266,7 +266,7 @@ def test_multi_gpu_config_keeps_training_handlers_on_every_rank(monkeypatch: pyt
             self.module = module
 
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", StandInDDP)
-    for rank, expected in ((0, ["LrScheduleHandler", "ValidationHandler", "StatsHandler", "TensorBoardStatsHandler", "StageHandler"]),
+    for rank, expected in ((0, ["LrScheduleHandler", "EndOfRunValidationHandler", "StatsHandler", "TensorBoardStatsHandler", "StageHandler"]),
                            (1, ["LrScheduleHandler", "StageHandler"])):
         monkeypatch.setattr(dist, "get_rank", lambda group=None, rank=rank: rank)
         parser = _parser(TRAIN, MULTI_GPU, SMOKE, log_dir=str(work / "mgpu_runs"), ckpt_dir=str(work / "mgpu"),
@@ -290,7 +290,7 @@ def test_multi_gpu_training_under_torchrun_on_cpu(work: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert out.count("FROC proposals (epoch 2)") == 1 and out.count("FPR stage: done") == 1  # rank 0 only
-    assert (work / "ddp" / "models" / "fpr.pt").is_file()
+    assert (work / "ddp" / "models" / "stages" / "fpr.pt").is_file()
 
 
 def test_metadata_for_monai_label() -> None:

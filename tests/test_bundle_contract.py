@@ -44,6 +44,7 @@ RANK_ZERO_ONLY_HANDLERS = {
     "CheckpointSaver",
     "MetricsSaver",
     "ValidationHandler",
+    "EndOfRunValidationHandler",
     "FROCReportHandler",
 }
 
@@ -272,10 +273,14 @@ def _networks_training_saves(bundle: Path, ckpt_dir: Path) -> dict[str, torch.nn
     for path, network_id in sorted(to_save.items()):
         network = parser.get_parsed_content(network_id)
         network = network() if callable(network) and not isinstance(network, torch.nn.Module) else network  # _mode_: callable
-        assert Path(path).parent == ckpt_dir, f"{path}: training saves networks under ckpt_dir"
+        assert ckpt_dir in Path(path).parents, f"{path}: training saves networks under ckpt_dir"
         save_network(network, path)
         saved[Path(path).name] = network
     assert "model.pt" in saved, f"train.yaml saves no models/model.pt (MONAI Label loads it); found {sorted(saved)}"
+    # MONAI Label offers models/*.pt and, when a request names none, loads the shortest name: any
+    # other network's file directly in ckpt_dir could be loaded into network_def (a subfolder is safe)
+    direct = sorted(Path(p).name for p in to_save if Path(p).parent == ckpt_dir)
+    assert direct == ["model.pt"], f"only model.pt may lie directly in ckpt_dir (second stages: a subfolder), found {direct}"
     return saved
 
 
@@ -300,6 +305,9 @@ def test_infer_workflow_properties_and_the_network_training_saves(bundle, tmp_pa
         assert not none, f"infer properties that are None: {none} (tolerate them in TOLERATED_NONE with a reason, or set them)"
         network = values["network_def"]
         assert type(network) is type(trained)
+        # the app loads model.pt into network_def non-strictly: other weights must be an error naming the file
+        with pytest.raises(ValueError, match=r"model\.pt"):
+            network.load_state_dict({}, strict=False)
         assert {k: v.shape for k, v in network.state_dict().items()} == {k: v.shape for k, v in trained.state_dict().items()}
     finally:
         workflow.finalize()

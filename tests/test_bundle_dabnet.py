@@ -126,7 +126,8 @@ def test_inference_preprocessing_is_the_training_chain():
     assert image_steps(train) == image_steps(infer) and len(image_steps(train)) == len(train["preprocessing"]) == 4
     assert train["preprocessing"][0]["_target_"] == "monai_mammo.transforms.io.LoadRadiographd"
     assert train["spatial_size"] == infer["spatial_size"] and train["phantom"] == infer["phantom"]
-    assert {step["_target_"] for step in train["targets"]} == {"Lambdad", "EnsureTyped", "SelectItemsd"}
+    assert {step["_target_"] for step in train["targets"]} == {
+        "monai_mammo.engines.dabnet.LabelImageToClassd", "Lambdad", "EnsureTyped", "SelectItemsd"}  # label-only steps
     # validation, stage 1 and stage 2 all start with the one chain
     for key in ("validate", "train", "pretrain"):
         assert train[key]["preprocessing"]["transforms"].startswith("$@preprocessing + @targets")
@@ -233,8 +234,8 @@ def test_multi_gpu_train_keeps_the_lr_schedule_on_every_rank(smoke, tmp_path):
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     rank0, rank1 = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
-    assert rank0["train"] == ["ValidationHandler", "StatsHandler", "LrScheduleHandler"]
-    assert rank1["train"] == ["ValidationHandler", "LrScheduleHandler"]
+    assert rank0["train"] == ["EndOfRunValidationHandler", "StatsHandler", "LrScheduleHandler"]
+    assert rank1["train"] == ["EndOfRunValidationHandler", "LrScheduleHandler"]
     assert rank0["pretrain"] == ["StatsHandler"] and rank1["pretrain"] == []
     assert rank0["validate"] == ["StatsHandler", "CheckpointSaver"] and rank1["validate"] == []
     assert rank0["network"] == rank1["network"] == "DistributedDataParallel"

@@ -40,7 +40,7 @@ from monai.transforms import MapTransform
 from scipy import ndimage
 from torch.nn.modules.loss import _Loss
 
-from monai_mammo.checkpoints import load_network_weights, unwrap_network
+from monai_mammo.checkpoints import NetworkFile, load_network_weights, unwrap_network
 from monai_mammo.coordinates import DEFAULT_SPACING_MM, meta_of, spacing_xy
 from monai_mammo.regions import (
     CANDIDATE_MAP_KINDS,
@@ -338,7 +338,9 @@ class ASNDetectd(MapTransform):
         min_area: smallest component in pixels. Default 1.
         max_candidates: keep the highest ASN scores only. Default 200.
         score: ASN score of a component: "sum" (default, paper), "max" or "mean".
-        fpr_network: FPR classifier or None (FPR off: final score = ASN score). Default None.
+        fpr_network: FPR classifier, a :class:`~monai_mammo.checkpoints.NetworkFile` (loaded again
+            whenever its file changes: a server picks up a newly trained stage without a restart)
+            or None (FPR off: final score = ASN score). Default None.
         fpr_crop_size: crop side. Default: the classifier's ``crop_size`` or 56 (paper).
         fpr_batch_size: crops per classifier call. Default 64.
         fpr_dihedral_tta: average the FPR probability over the crop's eight flip / 90° rotation
@@ -387,11 +389,20 @@ class ASNDetectd(MapTransform):
             "score": score,
         }
         self.fpr_network = fpr_network
-        self.fpr_crop_size = int(fpr_crop_size or getattr(fpr_network, "crop_size", None) or 56)
+        self._fpr_crop_size = fpr_crop_size
         self.fpr_batch_size = int(fpr_batch_size)
         self.fpr_dihedral_tta = bool(fpr_dihedral_tta)
         self.to_original = bool(to_original)
         self.spacing_key, self.gt_key, self.gt_out_key, self.map_key = spacing_key, gt_key, gt_out_key, map_key
+
+    def fpr(self) -> torch.nn.Module | None:
+        """The FPR classifier now (a ``NetworkFile``'s current network)."""
+        net = self.fpr_network
+        return net.get() if isinstance(net, NetworkFile) else net
+
+    @property
+    def fpr_crop_size(self) -> int:
+        return int(self._fpr_crop_size or getattr(self.fpr(), "crop_size", None) or 56)
 
     def detect(self, image: torch.Tensor, pred: torch.Tensor, mask: Any = None) -> tuple[Regions, torch.Tensor]:
         """Candidates (current pixels) and the candidate map for one ``(C, H, W)`` image and output."""
@@ -403,20 +414,21 @@ class ASNDetectd(MapTransform):
         cmap = candidate_map(out[None], img[None], self.map_kind)[0]
         m = _plain(mask).cpu() if mask is not None else None
         regions = regions_from_map(cmap.detach().cpu(), mask=m, score_name=SCORE_NAMES[0], **self.extract_kwargs)
-        if self.fpr_network is not None and len(regions):
-            was_training = self.fpr_network.training
-            self.fpr_network.eval()
+        fpr = self.fpr() if len(regions) else None
+        if fpr is not None:
+            was_training = fpr.training
+            fpr.eval()
             regions = rescore_regions(
                 regions,
                 img[:1],
-                self.fpr_network,
+                fpr,
                 name=SCORE_NAMES[1],
                 crop_size=self.fpr_crop_size,
                 batch_size=self.fpr_batch_size,
-                device=next(self.fpr_network.parameters()).device,
+                device=next(fpr.parameters()).device,
                 dihedral_tta=self.fpr_dihedral_tta,
             )
-            self.fpr_network.train(was_training)
+            fpr.train(was_training)
         return regions, cmap
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -450,6 +462,7 @@ def mine_fpr_samples(
     inferer: Callable[..., torch.Tensor],
     detector: ASNDetectd,
     checkpoint: str | os.PathLike | None = None,
+    checkpoint_not_before: float | None = None,
     crop_size: int = 56,
     radius_mm: float = 1.0,
     include_ground_truth: bool = True,
@@ -466,15 +479,28 @@ def mine_fpr_samples(
     of a µC (the evaluation radius, 1 mm) is a positive, any other a negative. ``dataset`` yields
     preprocessed items (the deterministic training transforms, no patch sampling); ``checkpoint``
     (if given) is loaded into ``network`` first, strictly (the best ASN checkpoint of the run).
-    A DDP-wrapped ``network`` is looked through (the stage runs on one rank).
+    With ``checkpoint_not_before`` (a ``time.time()`` taken when the run started), a checkpoint
+    written before it (a previous run's: this run saved none) is not loaded and the network's
+    current weights (this run's last) are mined instead, with a warning, so a cascade stage is
+    never mined with stale weights. A DDP-wrapped ``network`` is looked through (the stage runs
+    on one rank).
 
     Returns:
         list of ``{"image": (1, S, S) float32 crop, "label": (1,) float32}``; the counts are logged.
     """
     from monai_mammo.metrics.froc import match_points
 
+    if checkpoint is not None and checkpoint_not_before is not None and (
+        not os.path.isfile(checkpoint) or os.path.getmtime(checkpoint) < checkpoint_not_before
+    ):
+        warnings.warn(
+            f"FPR mining: {checkpoint} was not written by this run; mining with the ASN's last weights of the run",
+            stacklevel=2,
+        )
+        checkpoint = None
     if checkpoint is not None:
         load_network_weights(network, checkpoint, device)
+        logger.info("FPR mining with the ASN weights of %s", checkpoint)
     net = unwrap_network(network)
     net.eval()
     samples: list[dict[str, torch.Tensor]] = []

@@ -51,6 +51,7 @@ __all__ = [
     "CropRoiBoxd",
     "infer_rois",
     "MalignancyToLabeld",
+    "LabelImageToClassd",
 ]
 
 logger = logging.getLogger(__name__)
@@ -435,4 +436,53 @@ class MalignancyToLabeld(MapTransform):
             value = self.MALIGNANT if malignant else self.BENIGN
             d[key] = torch.full((1, height, width), value, dtype=torch.uint8)
             d[self.result_key] = {"malignancy_probability": p, "label": "malignant" if malignant else "benign"}
+        return d
+
+
+class LabelImageToClassd(MapTransform):
+    """A label given as a label-image path (MONAI Label's datastore) -> the class DAB-Net trains on.
+
+    MONAI Label trains a bundle through run id ``run`` with datalist items ``{"image": path,
+    "label": path}``: the label is the image an annotator saved (or :class:`MalignancyToLabeld`
+    wrote at inference), uniform :attr:`MalignancyToLabeld.BENIGN` (1) or
+    :attr:`MalignancyToLabeld.MALIGNANT` (2) on its non-zero pixels (0 pixels are ignored). It is
+    read and replaced by the class (0 benign, 1 malignant). A label that is already a number
+    passes unchanged; an image that is empty or mixes values is an error naming the file.
+
+    Example::
+
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> path = tempfile.mkdtemp() + "/roi.png"
+        >>> Image.fromarray(np.full((8, 6), 2, np.uint8)).save(path)
+        >>> t = LabelImageToClassd(keys="label")
+        >>> t({"label": path})["label"], t({"label": 0})["label"]
+        (1, 0)
+
+    Args:
+        keys: the label keys. Default ``"label"``.
+        allow_missing_keys: skip absent keys instead of raising.
+    """
+
+    CLASSES = {MalignancyToLabeld.BENIGN: 0, MalignancyToLabeld.MALIGNANT: 1}
+
+    def __init__(self, keys: KeysCollection = "label", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        from monai_mammo.transforms.io import RadiographReader
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            if not isinstance(value, (str, os.PathLike)):
+                continue
+            array = np.asarray(RadiographReader().read(value).array)
+            values = np.unique(array[array != 0]).astype(int).tolist()
+            if len(values) != 1 or values[0] not in self.CLASSES:
+                raise ValueError(
+                    f"{value}: a DAB-Net label image must be uniform {MalignancyToLabeld.BENIGN} (benign) or "
+                    f"{MalignancyToLabeld.MALIGNANT} (malignant) on its non-zero pixels, found values {values[:8]}"
+                )
+            d[key] = self.CLASSES[values[0]]
         return d

@@ -26,6 +26,7 @@ from monai_mammo.transforms.geometry import PIXEL_TO_ORIGINAL, identity
 
 __all__ = [
     "RadiographReadError",
+    "MissingSpacingError",
     "RadiographReader",
     "LoadRadiographd",
     "spacing_of",
@@ -52,6 +53,38 @@ class RadiographReadError(ValueError):
         self.filename = str(filename) if filename is not None else "<unknown>"
         self.reason = reason
         super().__init__(f"{self.filename}: {reason}")
+
+
+class MissingSpacingError(RadiographReadError):
+    """An image without pixel spacing where physical units are needed; the message names the image
+    and the ``spacing`` parameter that supplies it (a datalist item's, or a MONAI Label request's
+    params). Raised through :meth:`for_app`, it is also a FastAPI ``HTTPException`` (status
+    :attr:`STATUS_CODE`) where FastAPI is importable: MONAI Label's server lets exceptions of its
+    infer call propagate (HTTP 500 with no message), but answers this one with its status and
+    message (``{"detail": ...}``), as the client's error it is.
+
+    Example::
+
+        >>> str(MissingSpacingError("case.dcm", "ResampleToSpacingd"))[:52]
+        'case.dcm: no pixel spacing (ResampleToSpacingd needs'
+    """
+
+    STATUS_CODE = 422  # Unprocessable Entity: the request is well-formed, the image lacks what it needs
+
+    def __init__(self, filename: str | os.PathLike | None, needed_by: str = "this bundle") -> None:
+        super().__init__(
+            filename,
+            f"no pixel spacing ({needed_by} needs physical units): the file has no PixelSpacing / "
+            'ImagerPixelSpacing (or header spacing). Give it in mm as the "spacing": [sx, sy] parameter: '
+            'a datalist item\'s "spacing", or MONAI Label\'s request params, e.g. {"spacing": [0.07, 0.07]}',
+        )
+
+    @classmethod
+    def for_app(cls, filename: str | os.PathLike | None, needed_by: str = "this bundle") -> MissingSpacingError:
+        """The error to raise: under a FastAPI server (MONAI Label) also its ``HTTPException``."""
+        from monai_mammo.app_errors import as_http_error
+
+        return as_http_error(cls(filename, needed_by), cls.STATUS_CODE)  # type: ignore[return-value]
 
 
 @dataclass

@@ -20,7 +20,7 @@ from monai_mammo.transforms.geometry import (
     scale_matrix,
     undo_forward,
 )
-from monai_mammo.transforms.io import spacing_of
+from monai_mammo.transforms.io import MissingSpacingError, spacing_of
 
 __all__ = ["ResampleToSpacingd"]
 
@@ -94,10 +94,7 @@ class ResampleToSpacingd(MapTransform, InvertibleTransform):
         if spacing is None and self.spacing_key is not None and d.get(self.spacing_key) is not None:
             spacing = spacing_of({"spacing": d[self.spacing_key]})
         if spacing is None:
-            raise ValueError(
-                f"{meta.get('filename_or_obj', ref_key)}: no pixel spacing in meta['spacing'] or "
-                f"'{self.spacing_key}'; ResampleToSpacingd needs physical units."
-            )
+            raise MissingSpacingError.for_app(meta.get("filename_or_obj", ref_key), "ResampleToSpacingd")
         h, w = (int(s) for s in ref.shape[-2:])
         (sx, sy), (tx, ty) = spacing, self.target_spacing
         out_h, out_w = max(1, int(round(h * sy / ty))), max(1, int(round(w * sx / tx)))
