@@ -112,6 +112,10 @@ class RandomStates:
         >>> (flip.R.rand(), torch.rand(1).item()) == first
         True
 
+    Under ``torch.distributed`` every rank has its own streams (a rank-dependent seed): the state
+    holds every rank's (gathered; ``state_dict`` is then a collective call, made on every rank by
+    :class:`ResumeCheckpointSaver`) and each rank loads its own.
+
     Args:
         transforms: transforms (or ``Compose`` chains) whose ``Randomizable`` members' streams are
             saved; the global torch (CPU, and CUDA when available), numpy and Python generators are
@@ -122,6 +126,15 @@ class RandomStates:
         self.transforms = _randomizables(transforms)
 
     def state_dict(self) -> dict[str, Any]:
+        own = self._own_state()
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()):
+            return own
+        per_rank: list = [None] * dist.get_world_size()
+        dist.all_gather_object(per_rank, own)
+        return {"per_rank": per_rank}
+
+    def _own_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
             "numpy": _numpy_state_to_dict(np.random.get_state()),
@@ -133,6 +146,13 @@ class RandomStates:
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if "per_rank" in state:
+            dist = torch.distributed
+            distributed = dist.is_available() and dist.is_initialized()
+            world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+            if len(state["per_rank"]) != world:
+                raise ValueError(f"the checkpoint was saved by {len(state['per_rank'])} processes, this run has {world}")
+            state = state["per_rank"][rank]
         saved = state["transforms"]
         if len(saved) != len(self.transforms):
             raise ValueError(
@@ -225,16 +245,18 @@ class ResumeCheckpointSaver:
             self(engine)
 
     def __call__(self, engine: Any = None) -> None:
+        # every rank builds the state (RandomStates gathers every rank's streams), rank 0 writes it
+        state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
+        # every rank records the save, so all make the same collective calls at COMPLETED
+        self._saved_iteration = getattr(getattr(engine, "state", None), "iteration", None)
         if not _main_rank():
             return
-        state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         if self.engine_key is not None and engine is not None:
             state[self.engine_key] = engine.state_dict()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         epoch = getattr(getattr(engine, "state", None), "epoch", None)
-        self._saved_iteration = getattr(getattr(engine, "state", None), "iteration", None)
         logger.info("resume checkpoint (epoch %s): %s", epoch, self.path)
 
 
