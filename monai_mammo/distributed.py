@@ -18,7 +18,7 @@ import torch
 
 from monai_mammo.checkpoints import unwrap_network
 
-__all__ = ["is_distributed", "check_replicas_identical", "gather_interleaved"]
+__all__ = ["is_distributed", "check_replicas_identical", "gather_interleaved", "IdenticalReplicasCheck"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,12 @@ def is_distributed() -> bool:
 
 
 def check_replicas_identical(network: torch.nn.Module) -> int:
-    """Raise unless every rank's parameters and buffers are bit-identical to rank 0's; return the
-    number of tensors compared (outside a process group: none compared, 0).
+    """Raise unless every rank's parameters are bit-identical to rank 0's; return the number of
+    tensors compared (outside a process group: none compared, 0).
+
+    Buffers (BatchNorm running statistics) are not compared: each rank updates them on its own
+    batch, and DDP (``broadcast_buffers=True``) copies rank 0's to every rank at the start of the
+    next forward, so after the last step they may differ by that step; rank 0's are the ones saved.
 
     Rank 0's tensors are broadcast and compared with ``torch.equal`` on every rank; a mismatch
     flag is then summed over the ranks, so every rank raises (none waits forever).
@@ -41,7 +45,7 @@ def check_replicas_identical(network: torch.nn.Module) -> int:
     if not is_distributed():
         return 0
     dist = torch.distributed
-    state = unwrap_network(network).state_dict()
+    state = dict(unwrap_network(network).named_parameters())
     first_differing = ""
     for name, tensor in state.items():
         reference = tensor.detach().clone()
@@ -88,3 +92,24 @@ def gather_interleaved(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray
             merged[rank::world] = part
         out[key] = merged
     return out
+
+
+class IdenticalReplicasCheck:
+    """:func:`check_replicas_identical` as an Ignite handler, at ``Events.COMPLETED`` of the trainer
+    it is attached to. Put it first in the handlers when a later handler changes the network on one
+    rank (ASN: the FPR stage loads the best checkpoint into rank 0's network to mine candidates).
+
+    Args:
+        network: the (DDP-wrapped) network the trainer trains.
+    """
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        self.network = network
+
+    def attach(self, engine) -> None:  # noqa: ANN001 (an Ignite engine)
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine=None) -> None:  # noqa: ANN001
+        check_replicas_identical(self.network)
