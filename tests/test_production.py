@@ -260,7 +260,7 @@ def test_dabnet_kill_and_resume_equals_uninterrupted_run(tmp_path: Path, phantom
 
 # --- export -----------------------------------------------------------------------------------------
 EXPORTS = {  # bundle, net_id, checkpoint, traced input shape, network built for the checkpoint
-    "asn_unet": ("asn", "network_def", "model.pt", [1, 1, 64, 64], "monai_mammo.networks.asn.AnomalySeparationUNet", {"channels": [4, 8]}),
+    "asn_unet": ("asn", "network_def", "model.pt", [1, 1, 64, 64], "monai_mammo.networks.asn.AnomalySeparationUNet", {"channels": [4, 8, 16, 32]}),
     "asn_fpr": ("asn", "fpr_network", "fpr.pt", [1, 1, 24, 24], "monai_mammo.networks.asn.FalsePositiveReductionClassifier",
                 {"crop_size": 24, "input_size": 32}),
     "dabnet_classifier": ("dabnet", "network_def", "model.pt", [1, 1, 32, 32], "monai_mammo.networks.dabnet.DABNet",
