@@ -102,7 +102,7 @@ class StageHandler:
         if not self.enabled:
             logger.info("%s: disabled, skipped", self.name)
             return
-        if self.done:
+        if self.done or getattr(self.stage, "done", False):
             logger.info("%s: already done (resumed run), skipped", self.name)
             return
         distributed = self.main_rank_only and _distributed()
@@ -168,6 +168,7 @@ class TrainingStage:
         self.data, self.dataloader, self.network, self.optimizer = data, dataloader, network, optimizer
         self.trainer, self.lr_scheduler, self.handlers, self.save = trainer, lr_scheduler, list(handlers), save
         self.device = device
+        self.done = False  # a resume checkpoint item (state_dict): a resumed run skips a done stage
         self.network_: torch.nn.Module | None = None
         self.optimizer_: torch.optim.Optimizer | None = None
         self.trainer_: Any = None
@@ -186,4 +187,14 @@ class TrainingStage:
         trainer = self.trainer(train_data_loader=loader, network=network, optimizer=optimizer, train_handlers=handlers)
         self.network_, self.optimizer_, self.trainer_ = network, optimizer, trainer
         trainer.run()
-        return self.save(network) if self.save is not None else network
+        result = self.save(network) if self.save is not None else network
+        self.done = True
+        return result
+
+    def state_dict(self) -> dict[str, bool]:
+        """``{"done": ...}``, for :mod:`monai_mammo.handlers.resume` (the ``StageHandler`` skips a
+        done stage)."""
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict[str, bool]) -> None:
+        self.done = bool(state["done"])
