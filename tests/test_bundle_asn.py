@@ -160,8 +160,8 @@ def test_disabled_fpr_builds_nothing_of_the_stage(work: Path) -> None:
     assert isinstance(stage, TrainingStage) and stage.network_ is None
     assert callable(stage.data) and callable(stage.network) and not isinstance(stage.network, torch.nn.Module)
     handlers = parser.get_parsed_content("train#handlers")
-    assert [type(h).__name__ for h in handlers][-1] == "StageHandler" and not handlers[-1].enabled
-    assert isinstance(handlers[-1], StageHandler) and handlers[-1].stage is stage
+    stage_handlers = [h for h in handlers if isinstance(h, StageHandler)]
+    assert len(stage_handlers) == 1 and not stage_handlers[0].enabled and stage_handlers[0].stage is stage
 
 
 def _image_transforms(config: list) -> list[dict]:
@@ -266,8 +266,10 @@ def test_multi_gpu_config_keeps_training_handlers_on_every_rank(monkeypatch: pyt
             self.module = module
 
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", StandInDDP)
-    for rank, expected in ((0, ["LrScheduleHandler", "EndOfRunValidationHandler", "StatsHandler", "TensorBoardStatsHandler", "StageHandler"]),
-                           (1, ["LrScheduleHandler", "StageHandler"])):
+    resume = ("ResumeCheckpointLoader", "ResumeCheckpointSaver")  # on every rank (the saver writes on rank 0)
+    for rank, expected in ((0, ["IdenticalReplicasCheck", resume[0], "LrScheduleHandler", "EndOfRunValidationHandler", "StatsHandler",
+                                "TensorBoardStatsHandler", "StageHandler", resume[1]]),
+                           (1, ["IdenticalReplicasCheck", resume[0], "LrScheduleHandler", "StageHandler", resume[1]])):
         monkeypatch.setattr(dist, "get_rank", lambda group=None, rank=rank: rank)
         parser = _parser(TRAIN, MULTI_GPU, SMOKE, log_dir=str(work / "mgpu_runs"), ckpt_dir=str(work / "mgpu"),
                          **{"phantom#cache_dir": str(work / "phantoms")})

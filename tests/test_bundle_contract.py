@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO / "bundles"
 BUNDLES = sorted(p.name for p in BUNDLES_DIR.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
-CONFIG_FILES = ("train.yaml", "evaluate.yaml", "inference.yaml", "multi_gpu_train.yaml", "smoke.yaml")
+CONFIG_FILES = ("train.yaml", "evaluate.yaml", "inference.yaml", "multi_gpu_train.yaml", "multi_gpu_evaluate.yaml", "smoke.yaml")
 
 #: Workflow properties whose value may be None, and why. Any other property that is None fails.
 TOLERATED_NONE = {
@@ -47,6 +47,9 @@ RANK_ZERO_ONLY_HANDLERS = {
     "EndOfRunValidationHandler",
     "FROCReportHandler",
 }
+
+#: Handlers multi_gpu_train.yaml may add on every rank: checks that change nothing in training.
+DISTRIBUTED_ONLY_HANDLERS = {"IdenticalReplicasCheck"}
 
 #: ConfigComponent keys that are not constructor arguments
 _NON_ARGUMENT_KEYS = {"_target_", "_desc_", "_requires_", "_disabled_", "_mode_"}
@@ -325,6 +328,23 @@ def test_multi_gpu_train_parses_merged_on_train(bundle):
     assert not re.search(r"handlers\s*\[", handlers), "never slice handler lists by index: the order is not a contract"
 
 
+def test_multi_gpu_evaluate_shards_without_duplicates(bundle):
+    """multi_gpu_evaluate.yaml (merged on train.yaml and evaluate.yaml) gives the evaluation loader a
+    DistributedSampler with even_divisible false and shuffle false (padded duplicates would count
+    twice; the order is the single-process one), and starts gloo without CUDA."""
+    parser = _parser(*_configs(bundle, "train.yaml", "evaluate.yaml", "multi_gpu_evaluate.yaml"))
+    parser.parse()
+    flat = ConfigParser.load_config_file(str(bundle / "configs" / "multi_gpu_evaluate.yaml"))
+    samplers = [k for k in flat if k.endswith("#sampler") and "#dataloader#" not in k]
+    assert samplers, "multi_gpu_evaluate.yaml must give the evaluation loader a DistributedSampler"
+    for key in samplers:
+        assert parser[key]["_target_"] == "DistributedSampler", key
+        assert parser[key]["even_divisible"] is False and parser[key]["shuffle"] is False, key
+        assert parser[key.replace("#sampler", "#dataloader#sampler")].replace("::", "#") == "@" + key
+    assert "gloo" in str(parser["initialize"]) and "nccl" in str(parser["initialize"])
+    assert "destroy_process_group" in str(parser["finalize"])
+
+
 class _PassThroughDDP(torch.nn.Module):
     """Stands in for DistributedDataParallel where no process group exists: wraps, never communicates."""
 
@@ -383,11 +403,11 @@ def test_multi_gpu_ranks_above_zero_keep_every_handler_that_changes_training(bun
         fake_two_rank_process_group["rank"] = 0
         parser.parse(reset=True)
         all_handlers = _handler_types(parser, f"{section}#handlers")
-        rank0 = _handler_types(parser, f"{section}#trainer#train_handlers")
+        rank0 = [h for h in _handler_types(parser, f"{section}#trainer#train_handlers") if h not in DISTRIBUTED_ONLY_HANDLERS]
         assert collections.Counter(rank0) == collections.Counter(all_handlers), f"{section}: rank 0 runs every handler"
         fake_two_rank_process_group["rank"] = 1
         parser.parse(reset=True)
-        rank1 = collections.Counter(_handler_types(parser, f"{section}#trainer#train_handlers"))
+        rank1 = collections.Counter(h for h in _handler_types(parser, f"{section}#trainer#train_handlers") if h not in DISTRIBUTED_ONLY_HANDLERS)
         needed = collections.Counter(h for h in all_handlers if h not in RANK_ZERO_ONLY_HANDLERS)
         lost = sorted((needed - rank1).elements())
         assert not lost, f"{section}: ranks > 0 lose {lost}: every rank must step the same way"

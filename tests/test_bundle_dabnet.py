@@ -234,9 +234,11 @@ def test_multi_gpu_train_keeps_the_lr_schedule_on_every_rank(smoke, tmp_path):
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     rank0, rank1 = (json.loads(out.strip().splitlines()[-1]) for out, _ in outputs)
-    assert rank0["train"] == ["EndOfRunValidationHandler", "StatsHandler", "LrScheduleHandler"]
-    assert rank1["train"] == ["EndOfRunValidationHandler", "LrScheduleHandler"]
-    assert rank0["pretrain"] == ["StatsHandler"] and rank1["pretrain"] == []
+    # the resume handlers run on every rank (the saver writes on rank 0 only, after gathering every rank's random streams)
+    assert rank0["train"] == ["ResumeCheckpointLoader", "EndOfRunValidationHandler", "StatsHandler", "LrScheduleHandler", "ResumeCheckpointSaver"]
+    assert rank1["train"] == ["ResumeCheckpointLoader", "EndOfRunValidationHandler", "LrScheduleHandler", "ResumeCheckpointSaver"]
+    assert rank0["pretrain"] == ["ResumeCheckpointLoader", "StatsHandler", "ResumeCheckpointSaver"]
+    assert rank1["pretrain"] == ["ResumeCheckpointLoader", "ResumeCheckpointSaver"]
     assert rank0["validate"] == ["StatsHandler", "CheckpointSaver"] and rank1["validate"] == []
     assert rank0["network"] == rank1["network"] == "DistributedDataParallel"
     n_validation = len(json.loads(next((smoke[0] / "phantoms").glob("roi-n20-s0-*/datalist.json")).read_text())["validation"])

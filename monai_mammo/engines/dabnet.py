@@ -182,11 +182,20 @@ def evaluate_bundle(
     ``network_spec`` must match ``network``; a plain state dict of an older checkpoint loads too). A
     repeat runs :func:`repeat_training_command` of ``command`` (default ``sys.argv``) in a
     subprocess and writes its model to ``<output dir>/run_<k>/model.pt``.
+
+    Under ``torch.distributed`` (``multi_gpu_evaluate.yaml``: each rank's loader holds its
+    ``DistributedSampler(shuffle=False)`` shard) the predictions of every rank are gathered back
+    into dataset order (:func:`monai_mammo.distributed.gather_interleaved`) and rank 0 writes.
     """
+    from monai_mammo.distributed import gather_interleaved, is_distributed
+
     runs = []
     if repeats <= 1:
         load_network_weights(network, checkpoint, device)
-        runs.append({"checkpoint": str(checkpoint), "metrics": auc_metrics(predict(network, dataloader, device), n_bootstrap, seed)})
+        predictions = gather_interleaved(predict(network, dataloader, device))
+        runs.append({"checkpoint": str(checkpoint), "metrics": auc_metrics(predictions, n_bootstrap, seed)})
+    elif is_distributed():
+        raise ValueError("eval#repeats > 1 retrains in subprocesses: run it in one process, not under torchrun")
     else:
         out_dir = Path(output_file).parent
         for k in range(int(repeats)):
@@ -209,6 +218,8 @@ def evaluate_bundle(
             if len(runs) == 1
             else {"auc_mean": float(np.nanmean(values)), "auc_std": float(np.nanstd(values)), "aucs": values.tolist()}
         )
+    if is_distributed() and torch.distributed.get_rank() > 0:
+        return summary  # rank 0 writes
     atomic_write_json(output_file, summary, default=float)
     key = "auc" if len(runs) == 1 else "auc_mean"
     ci = f"[{summary['overall']['ci_low']:.3f}, {summary['overall']['ci_high']:.3f}] " if len(runs) == 1 else ""

@@ -85,6 +85,15 @@ class StageHandler:
         self.event = getattr(Events, event)
         self.main_rank_only = bool(main_rank_only)
         self.result: Any = None
+        self.done = False
+
+    def state_dict(self) -> dict[str, bool]:
+        """``{"done": ...}``: a resume checkpoint item (:mod:`monai_mammo.handlers.resume`), so a
+        run resumed after the stage does not train it again."""
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict[str, bool]) -> None:
+        self.done = bool(state["done"])
 
     def attach(self, engine: Any) -> None:
         engine.add_event_handler(self.event, self)
@@ -93,6 +102,9 @@ class StageHandler:
         if not self.enabled:
             logger.info("%s: disabled, skipped", self.name)
             return
+        if self.done or getattr(self.stage, "done", False):
+            logger.info("%s: already done (resumed run), skipped", self.name)
+            return
         distributed = self.main_rank_only and _distributed()
         if not distributed or torch.distributed.get_rank() == 0:
             logger.info("%s: started", self.name)
@@ -100,6 +112,7 @@ class StageHandler:
             logger.info("%s: done", self.name)
         if distributed:
             torch.distributed.barrier()
+        self.done = True
 
 
 class TrainingStage:
@@ -155,6 +168,7 @@ class TrainingStage:
         self.data, self.dataloader, self.network, self.optimizer = data, dataloader, network, optimizer
         self.trainer, self.lr_scheduler, self.handlers, self.save = trainer, lr_scheduler, list(handlers), save
         self.device = device
+        self.done = False  # a resume checkpoint item (state_dict): a resumed run skips a done stage
         self.network_: torch.nn.Module | None = None
         self.optimizer_: torch.optim.Optimizer | None = None
         self.trainer_: Any = None
@@ -173,4 +187,14 @@ class TrainingStage:
         trainer = self.trainer(train_data_loader=loader, network=network, optimizer=optimizer, train_handlers=handlers)
         self.network_, self.optimizer_, self.trainer_ = network, optimizer, trainer
         trainer.run()
-        return self.save(network) if self.save is not None else network
+        result = self.save(network) if self.save is not None else network
+        self.done = True
+        return result
+
+    def state_dict(self) -> dict[str, bool]:
+        """``{"done": ...}``, for :mod:`monai_mammo.handlers.resume` (the ``StageHandler`` skips a
+        done stage)."""
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict[str, bool]) -> None:
+        self.done = bool(state["done"])

@@ -347,14 +347,15 @@ class FalsePositiveReductionClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (B, num_classes) for crops (B, 1, crop_size, crop_size) or (B, 1, input_size, input_size)."""
         allowed = {(self.crop_size, self.crop_size), (self.input_size, self.input_size)}
-        if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) not in allowed:
+        spatial = tuple(int(s) for s in x.shape[2:])  # ints also under torch.jit.trace (shapes are tensors there)
+        if x.ndim != 4 or x.shape[1] != 1 or spatial not in allowed:
             raise ValueError(
                 f"FalsePositiveReductionClassifier: expected (B, 1, {self.crop_size}, {self.crop_size}) crops "
                 f"(or already resized to {self.input_size}), got shape {tuple(x.shape)}"
             )
         if self.crop_normalization == "mean":
             x = x - x.mean(dim=(-2, -1), keepdim=True)
-        if tuple(x.shape[2:]) != (self.input_size, self.input_size):
+        if spatial != (self.input_size, self.input_size):
             align = False if self.resize_mode in ("bilinear", "bicubic") else None
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode=self.resize_mode, align_corners=align)
         return self.backbone(x)
