@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from monai_mammo.transforms.io import DICOM_SUFFIXES
+from monai_mammo.transforms.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,7 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: File name endings of the images a bundle reads: the reader's DICOM suffixes, then the rest.
-IMAGE_SUFFIXES = (*DICOM_SUFFIXES, ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".nii.gz", ".nii")
+IMAGE_SUFFIXES = (*DICOM_SUFFIXES, *RASTER_SUFFIXES, *NIFTI_SUFFIXES)
 
 
 def strip_image_suffix(name: str) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_mammo.bundle_utils import strip_image_suffix
-from monai_mammo.transforms.io import NIFTI_SUFFIXES, RASTER_SUFFIXES
+from monai_mammo.transforms.io import DICOM_SUFFIXES, NIFTI_SUFFIXES, RASTER_SUFFIXES
 
 __all__ = [
     "InputItem",
@@ -263,7 +263,7 @@ class InputChecker:
         if name.endswith(RASTER_SUFFIXES) or name.endswith(NIFTI_SUFFIXES):
             kind = "nifti" if name.endswith(NIFTI_SUFFIXES) else "raster"
             return self._spacing(item, kind, file_spacing=None)
-        if name.endswith((".dcm", ".dicom", ".dic")):
+        if name.endswith(DICOM_SUFFIXES):
             return CheckResult("corrupt DICOM file: no DICM preamble and no readable DICOM header", "dicom")
         return CheckResult("not a DICOM or image file (no DICM preamble, no readable DICOM header, no image suffix)", "unknown")
 
