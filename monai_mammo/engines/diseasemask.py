@@ -58,6 +58,10 @@ __all__ = [
     "StageSummary",
     "publish_model",
     "dataset_items",
+    "DiseaseMaskInferer",
+    "FindingsToLabeld",
+    "findings_of",
+    "infer_images",
     "anatomy_files",
     "evaluate_models",
 ]
@@ -570,3 +574,202 @@ def boxes_of(cams: torch.Tensor, threshold: float = 0.5) -> list[np.ndarray]:
 def dataset_items(dataset: Any) -> Any:
     """A classifier stage's training samples: the (cached) stage-1 training dataset itself."""
     return dataset
+
+
+# --- inference ----------------------------------------------------------------------------------------
+class DiseaseMaskInferer:
+    """``network.predict`` as a MONAI inferer: ``{"probabilities" (B, K), "cam" (B, K, H, W) in the
+    frame of the network input (the alignment inverted), "aligned" (B, C, H, W), "theta" (B, 2, 3)}``."""
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        out = unwrap_network(network).predict(inputs)
+        return {
+            "probabilities": out["probabilities"],
+            "cam": cams_in_input_frame(out["cam"], out["theta"], inputs.shape[-2:]),
+            "aligned": out["aligned"],
+            "theta": out["theta"],
+        }
+
+
+def _stored_shape(image: Any) -> tuple[int, int]:
+    meta = getattr(image, "meta", {}) or {}
+    shape = meta.get("spatial_shape")
+    if shape is not None:
+        values = [int(v) for v in np.asarray(shape).reshape(-1)][-2:]
+        if len(values) == 2:
+            return values[0], values[1]
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
+def findings_of(
+    probabilities: torch.Tensor,
+    cams: torch.Tensor,
+    stored_shape: Sequence[int],
+    class_names: Sequence[str],
+    probability_threshold: float = 0.5,
+    cam_threshold: float = 0.5,
+    classes: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The localization boxes of one image: for each class above ``probability_threshold`` (or each
+    class named in ``classes``), the component boxes of its CAM (input frame ``(K, h, w)``) scaled to
+    the stored image ``(H, W)``: ``{"class", "index", "probability", "box" [x0, y0, x1, y1]}``.
+
+    Example:
+        >>> cams = torch.zeros(2, 4, 4); cams[1, 0:2, 2:4] = 1.0
+        >>> findings_of(torch.tensor([0.1, 0.9]), cams, (8, 8), ["a", "b"])
+        [{'class': 'b', 'index': 1, 'probability': 0.9, 'box': [4.0, 0.0, 8.0, 4.0]}]
+    """
+    sy, sx = stored_shape[0] / cams.shape[-2], stored_shape[1] / cams.shape[-1]
+    wanted = set(classes) if classes is not None else None
+    findings = []
+    for index, name in enumerate(class_names):
+        p = float(probabilities[index])
+        if (wanted is not None and name not in wanted) or (wanted is None and p < probability_threshold):
+            continue
+        for box in cam_boxes(cams[index], cam_threshold):
+            findings.append({"class": name, "index": index, "probability": round(p, 6), "box": [float(box[0] * sx), float(box[1] * sy), float(box[2] * sx), float(box[3] * sy)]})
+    return findings
+
+
+class FindingsToLabeld(MapTransform):
+    """The inferer's output (``pred`` dict) as MONAI Label wants it: a uint8 ``(1, H, W)`` label of the
+    stored image size with ``c + 1`` inside the boxes of each class c above the threshold, and
+    ``d["result"] = {"probabilities": {name: p}, "findings": [...], "coordinates": "original_pixels"}``.
+    Follow it with ``monai_mammo.transforms.label_app.ToLabelAppLayoutd``.
+
+    Example:
+        >>> from monai.data import MetaTensor
+        >>> cams = torch.zeros(2, 4, 4); cams[1, 0:2, 2:4] = 1.0
+        >>> d = {"image": MetaTensor(torch.zeros(1, 4, 4), meta={"spatial_shape": (8, 8)}),
+        ...      "pred": {"probabilities": torch.tensor([0.1, 0.9]), "cam": cams}}
+        >>> out = FindingsToLabeld(keys="pred", class_names=["a", "b"])(d)
+        >>> tuple(out["pred"].shape), int(out["pred"].max()), out["result"]["findings"][0]["box"]
+        ((1, 8, 8), 2, [4.0, 0.0, 8.0, 4.0])
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        class_names: Sequence[str] = CXR14_CLASSES,
+        ref_key: str = "image",
+        probability_threshold: float = 0.5,
+        cam_threshold: float = 0.5,
+        result_key: str = "result",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.class_names, self.ref_key = list(class_names), ref_key
+        self.probability_threshold, self.cam_threshold, self.result_key = float(probability_threshold), float(cam_threshold), result_key
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        from monai_mammo.writers import draw_boxes
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            shape = _stored_shape(d[self.ref_key])
+            findings = findings_of(pred["probabilities"], pred["cam"], shape, self.class_names, self.probability_threshold, self.cam_threshold)
+            label = np.zeros(shape, dtype=np.uint8)
+            for f in sorted(findings, key=lambda f: f["probability"]):  # the most probable class drawn last
+                draw_boxes(label, [f["box"]], value=f["index"] + 1)
+            d[key] = torch.as_tensor(label)[None]
+            d[self.result_key] = {
+                "probabilities": {name: float(p) for name, p in zip(self.class_names, pred["probabilities"])},
+                "findings": findings,
+                "coordinates": "original_pixels",
+            }
+        return d
+
+
+def infer_images(
+    network: torch.nn.Module,
+    inputs: Sequence[Any],
+    preprocessing: Any,
+    output_dir: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    class_names: Sequence[str] = CXR14_CLASSES,
+    probability_threshold: float = 0.5,
+    cam_threshold: float = 0.5,
+    cam_classes: Sequence[str] | None = None,
+    save_overlay: bool = True,
+    save_aligned: bool = False,
+    save_cams: bool = True,
+) -> list[dict[str, Any]]:
+    """Run the model on each input (path or ``{"image": path, ...}``) and write, per image,
+    ``<name>.json`` (the 14 probabilities, the localization boxes in original pixels, spacing, source)
+    and on request ``<name>_overlay.png`` (boxes on the image), ``<name>_aligned.png`` and
+    ``<name>_cam_<class>.png`` (heat maps in original pixels) for the classes above the threshold
+    (or ``cam_classes``). An input that cannot be read is listed in ``skipped.json``; the others
+    are still written."""
+    from monai.transforms import Compose
+    from PIL import Image
+
+    from monai_mammo.writers import draw_boxes
+
+    transform = preprocessing if callable(preprocessing) else Compose(list(preprocessing))
+    net = unwrap_network(network).eval()
+    inferer = DiseaseMaskInferer()
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, skipped = [], []
+    for entry in inputs:
+        item = dict(entry) if isinstance(entry, Mapping) else {"image": str(entry)}
+        source = str(item["image"])
+        try:
+            data = transform(item)
+        except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
+            while exc.__cause__ is not None:
+                exc = exc.__cause__
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.warning("skipped %s: %s", source, reason)
+            skipped.append({"source": source, "reason": reason})
+            continue
+        image = data["image"]
+        x = torch.as_tensor(image)[None].float().to(device)
+        with torch.no_grad():
+            out = inferer(x, net)
+        shape = _stored_shape(image)
+        findings = findings_of(out["probabilities"][0], out["cam"][0], shape, class_names, probability_threshold, cam_threshold)
+        meta = getattr(image, "meta", {}) or {}
+        spacing = meta.get("spacing") or item.get("spacing")
+        stem = Path(source).stem
+        record: dict[str, Any] = {
+            "source": source,
+            "probabilities": {name: float(p) for name, p in zip(class_names, out["probabilities"][0])},
+            "findings": findings,
+            "coordinates": "original_pixels",
+            "spacing": [float(s) for s in np.asarray(spacing).reshape(-1)[:2]] if spacing is not None else None,
+            "alignment_theta": out["theta"][0].tolist(),
+        }
+
+        def to_png(array: torch.Tensor) -> np.ndarray:
+            resized = F.interpolate(array[None, None].float(), size=shape, mode="bilinear", align_corners=False)[0, 0]
+            low, high = float(resized.min()), float(resized.max())
+            return ((resized - low) / (high - low if high > low else 1.0) * 255).round().byte().cpu().numpy()
+
+        grey = to_png(x[0, 0].cpu())
+        if save_overlay:
+            rgb = np.repeat(grey[..., None], 3, axis=-1)
+            for f in findings:
+                outline = np.zeros(shape, dtype=np.uint8)
+                draw_boxes(outline, [f["box"]], value=1)
+                edge = outline.astype(bool) & ~np.pad(outline.astype(bool)[1:-1, 1:-1], 1)  # the rectangle's border
+                rgb[edge] = (255, 64, 64)
+            Image.fromarray(rgb).save(out_dir / f"{stem}_overlay.png")
+            record["overlay"] = f"{stem}_overlay.png"
+        if save_aligned:
+            Image.fromarray(to_png(out["aligned"][0, 0].cpu())).save(out_dir / f"{stem}_aligned.png")
+            record["aligned"] = f"{stem}_aligned.png"
+        if save_cams:
+            names = list(cam_classes) if cam_classes is not None else sorted({f["class"] for f in findings})
+            record["cams"] = {}
+            for name in names:
+                c = list(class_names).index(name)
+                Image.fromarray(to_png(out["cam"][0, c].cpu())).save(out_dir / f"{stem}_cam_{name}.png")
+                record["cams"][name] = f"{stem}_cam_{name}.png"
+        atomic_write_json(out_dir / f"{stem}.json", record, indent=1, default=float)
+        results.append(record)
+    if skipped:
+        atomic_write_json(out_dir / "skipped.json", skipped, indent=1)
+    logger.info("diseasemask inference: %d image(s) -> %s; %d skipped", len(results), out_dir, len(skipped))
+    return results
