@@ -269,3 +269,15 @@ def test_localization_metric_by_hand():
     assert np.isnan(metric.aggregate_all()["mean"]["0.3"])
     with pytest.raises(ValueError, match="class 5"):
         LocalizationAccuracyMetric()(cams[:1], [torch.tensor([[5, 0, 0, 1, 1]])])
+
+
+def test_positive_normalisation_keeps_the_zero_level_out():
+    cam = np.zeros((6, 6))
+    cam[0:2, 0:2] = 4.0  # the class's evidence
+    cam[4:6, 4:6] = -6.0  # strong evidence against it
+    # min-max: the zero level maps to 0.6 > 0.5, so everything but the negative patch is one component
+    assert cam_boxes(cam).tolist() == [[0.0, 0.0, 6.0, 6.0]]
+    assert cam_boxes(cam, normalization="positive").tolist() == [[0.0, 0.0, 2.0, 2.0]]
+    assert cam_boxes(-np.ones((3, 3)) - np.eye(3), normalization="positive").shape == (0, 4)
+    with pytest.raises(ValueError, match="normalization"):
+        LocalizationAccuracyMetric(cam_normalization="sigmoid")

@@ -480,8 +480,8 @@ def publish_model(ckpt_dir: str | os.PathLike, candidates: Sequence[str]) -> str
 
 
 # --- evaluation -------------------------------------------------------------------------------------
-def _evaluate_one(net: DiseaseMaskNet, loader: Any, device: Any, class_names: Sequence[str], cam_threshold: float) -> dict[str, Any]:
-    metric = LocalizationAccuracyMetric(num_classes=len(class_names), class_names=class_names, cam_threshold=cam_threshold)
+def _evaluate_one(net: DiseaseMaskNet, loader: Any, device: Any, class_names: Sequence[str], cam_threshold: float, cam_normalization: str = "minmax") -> dict[str, Any]:
+    metric = LocalizationAccuracyMetric(num_classes=len(class_names), class_names=class_names, cam_threshold=cam_threshold, cam_normalization=cam_normalization)
     scores, labels, errors_before, errors_after = [], [], [], []
     net.eval()
     with torch.no_grad():
@@ -533,13 +533,14 @@ def evaluate_models(
     class_names: Sequence[str] = CXR14_CLASSES,
     cam_threshold: float = 0.5,
     description: str = "",
+    cam_normalization: str = "minmax",
 ) -> dict[str, Any]:
     """Evaluate every trained model (``{"baseline": path, "align": ..., "align_dm": ..., "pdm": ...}``;
     missing files are reported and skipped) on ``dataloader`` and write ``metrics.json``: per model
     the mean AUC and per-class AUCs, localization accuracy at IoU 0.3 / 0.5 / 0.7 (mean and per box
     class) and the alignment error before and after; the headline keys at the top level are the
     final model's (``align_dm``, else the last one evaluated)."""
-    summary: dict[str, Any] = {"description": description, "models": {}}
+    summary: dict[str, Any] = {"description": description, "cam_threshold": cam_threshold, "cam_normalization": cam_normalization, "models": {}}
     net: DiseaseMaskNet = unwrap_network(network)
     for name, path in models.items():
         if not os.path.isfile(path):
@@ -547,7 +548,7 @@ def evaluate_models(
             continue
         load_network_weights(net, path, device)
         net.align = name != "baseline"
-        result = _evaluate_one(net, dataloader, device, class_names, cam_threshold)
+        result = _evaluate_one(net, dataloader, device, class_names, cam_threshold, cam_normalization)
         result["checkpoint"] = str(path)
         summary["models"][name] = result
         logger.info(
@@ -609,6 +610,7 @@ def findings_of(
     probability_threshold: float = 0.5,
     cam_threshold: float = 0.5,
     classes: Sequence[str] | None = None,
+    cam_normalization: str = "minmax",
 ) -> list[dict[str, Any]]:
     """The localization boxes of one image: for each class above ``probability_threshold`` (or each
     class named in ``classes``), the component boxes of its CAM (input frame ``(K, h, w)``) scaled to
@@ -626,7 +628,7 @@ def findings_of(
         p = float(probabilities[index])
         if (wanted is not None and name not in wanted) or (wanted is None and p < probability_threshold):
             continue
-        for box in cam_boxes(cams[index], cam_threshold):
+        for box in cam_boxes(cams[index], cam_threshold, normalization=cam_normalization):
             findings.append({"class": name, "index": index, "probability": round(p, 6), "box": [float(box[0] * sx), float(box[1] * sy), float(box[2] * sx), float(box[3] * sy)]})
     return findings
 
@@ -655,10 +657,12 @@ class FindingsToLabeld(MapTransform):
         probability_threshold: float = 0.5,
         cam_threshold: float = 0.5,
         result_key: str = "result",
+        cam_normalization: str = "minmax",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.class_names, self.ref_key = list(class_names), ref_key
+        self.cam_normalization = cam_normalization
         self.probability_threshold, self.cam_threshold, self.result_key = float(probability_threshold), float(cam_threshold), result_key
 
     def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
@@ -668,7 +672,7 @@ class FindingsToLabeld(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             shape = _stored_shape(d[self.ref_key])
-            findings = findings_of(pred["probabilities"], pred["cam"], shape, self.class_names, self.probability_threshold, self.cam_threshold)
+            findings = findings_of(pred["probabilities"], pred["cam"], shape, self.class_names, self.probability_threshold, self.cam_threshold, cam_normalization=self.cam_normalization)
             label = np.zeros(shape, dtype=np.uint8)
             for f in sorted(findings, key=lambda f: f["probability"]):  # the most probable class drawn last
                 draw_boxes(label, [f["box"]], value=f["index"] + 1)
@@ -694,6 +698,7 @@ def infer_images(
     save_overlay: bool = True,
     save_aligned: bool = False,
     save_cams: bool = True,
+    cam_normalization: str = "minmax",
 ) -> list[dict[str, Any]]:
     """Run the model on each input (path or ``{"image": path, ...}``) and write, per image,
     ``<name>.json`` (the 14 probabilities, the localization boxes in original pixels, spacing, source)
@@ -729,7 +734,7 @@ def infer_images(
         with torch.no_grad():
             out = inferer(x, net)
         shape = _stored_shape(image)
-        findings = findings_of(out["probabilities"][0], out["cam"][0], shape, class_names, probability_threshold, cam_threshold)
+        findings = findings_of(out["probabilities"][0], out["cam"][0], shape, class_names, probability_threshold, cam_threshold, cam_normalization=cam_normalization)
         meta = getattr(image, "meta", {}) or {}
         spacing = meta.get("spacing") or item.get("spacing")
         stem = Path(source).stem

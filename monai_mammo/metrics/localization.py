@@ -1,6 +1,9 @@
 """CAM localization accuracy at IoU thresholds (Wang et al. CVPR 2017's protocol, as Kim, Jung, Lee use it).
 
-For each ground-truth box of class c, the class activation map of c (normalised to [0, 1]) is
+For each ground-truth box of class c, the class activation map of c (normalised to [0, 1]: min-max,
+or with ``normalization="positive"`` its positive part divided by its maximum, as Grad-CAM keeps
+only the evidence for the class; a CAM whose negative evidence is strong puts its zero level, e.g.
+the image background, above 0.5 after min-max and boxes the whole image) is
 binarised at a fixed threshold (default 0.5), every connected component is boxed
 (:func:`monai_mammo.regions.regions_from_map`), and the box counts as localised at T(IoU) when
 **any** component box has IoU ≥ T(IoU) with it. The accuracy of a class is the fraction of its
@@ -27,15 +30,35 @@ from monai.metrics import CumulativeIterationMetric
 
 from monai_mammo.regions import regions_from_map
 
-__all__ = ["cam_boxes", "LocalizationAccuracyMetric", "boxes_tensor", "DEFAULT_IOU_THRESHOLDS"]
+__all__ = ["cam_boxes", "normalize_cam", "LocalizationAccuracyMetric", "boxes_tensor", "DEFAULT_IOU_THRESHOLDS", "CAM_NORMALIZATIONS"]
+
+#: how a CAM is brought to [0, 1] before the threshold
+CAM_NORMALIZATIONS = ("minmax", "positive")
 
 #: Kim et al. Table 1 (after Wang et al. 2017)
 DEFAULT_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 
 
-def cam_boxes(cam: torch.Tensor | np.ndarray, threshold: float = 0.5, min_area: int = 1) -> np.ndarray:
+def normalize_cam(cam: np.ndarray, normalization: str = "minmax") -> np.ndarray | None:
+    """A CAM in [0, 1]: ``"minmax"`` ((cam - min) / (max - min)) or ``"positive"``
+    (max(cam, 0) / max); None for a flat map (min-max) or one without positive value (positive).
+
+    Example:
+        >>> normalize_cam(np.array([-2.0, 0.0, 2.0])).tolist(), normalize_cam(np.array([-2.0, 0.0, 2.0]), "positive").tolist()
+        ([0.0, 0.5, 1.0], [0.0, 0.0, 1.0])
+    """
+    if normalization not in CAM_NORMALIZATIONS:
+        raise ValueError(f"normalize_cam: normalization must be one of {CAM_NORMALIZATIONS}, got {normalization!r}")
+    low, high = float(cam.min()), float(cam.max())
+    if normalization == "positive":
+        return np.maximum(cam, 0.0) / high if high > 0 else None
+    return (cam - low) / (high - low) if high > low else None
+
+
+def cam_boxes(cam: torch.Tensor | np.ndarray, threshold: float = 0.5, min_area: int = 1, normalization: str = "minmax") -> np.ndarray:
     """Boxes ``(n, 4)`` ``[x0, y0, x1, y1]`` (pixel edges) of the connected components of a CAM
-    min-max normalised to [0, 1] and thresholded at ``threshold`` (a pixel must exceed it).
+    normalised to [0, 1] (:func:`normalize_cam`) and thresholded at ``threshold`` (a pixel must
+    exceed it).
 
     Example:
         >>> cam = np.zeros((6, 6)); cam[1:3, 1:4] = 2.0; cam[4, 5] = 1.5
@@ -46,10 +69,10 @@ def cam_boxes(cam: torch.Tensor | np.ndarray, threshold: float = 0.5, min_area: 
     m = np.squeeze(m).astype(np.float64)
     if m.ndim != 2:
         raise ValueError(f"cam_boxes: expected a 2D map, got shape {m.shape}")
-    low, high = float(m.min()), float(m.max())
-    if not high > low:
+    normalized = normalize_cam(m, normalization)
+    if normalized is None:
         return np.zeros((0, 4))
-    regions = regions_from_map((m - low) / (high - low), threshold=threshold, min_area=min_area, boxes=True)
+    regions = regions_from_map(normalized, threshold=threshold, min_area=min_area, boxes=True)
     return np.asarray(regions.boxes, dtype=np.float64).reshape(-1, 4)
 
 
@@ -79,6 +102,7 @@ class LocalizationAccuracyMetric(CumulativeIterationMetric):
         iou_thresholds: T(IoU) values. Default (0.3, 0.5, 0.7).
         cam_threshold: the binarisation threshold of the normalised CAM. Default 0.5.
         class_names: names used as keys of the per-class results. Default the indices.
+        cam_normalization: "minmax" (default) or "positive" (:func:`normalize_cam`).
     """
 
     def __init__(
@@ -87,8 +111,11 @@ class LocalizationAccuracyMetric(CumulativeIterationMetric):
         iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
         cam_threshold: float = 0.5,
         class_names: Sequence[str] | None = None,
+        cam_normalization: str = "minmax",
     ) -> None:
         super().__init__()
+        normalize_cam(np.zeros(1), cam_normalization)  # validates the name
+        self.cam_normalization = cam_normalization
         self.num_classes = num_classes
         self.iou_thresholds = tuple(float(t) for t in iou_thresholds)
         self.cam_threshold = float(cam_threshold)
@@ -96,7 +123,7 @@ class LocalizationAccuracyMetric(CumulativeIterationMetric):
 
     def hits(self, cam: torch.Tensor | np.ndarray, box: Sequence[float]) -> list[bool]:
         """For one CAM and one box: localised at each IoU threshold."""
-        predicted = cam_boxes(cam, self.cam_threshold)
+        predicted = cam_boxes(cam, self.cam_threshold, normalization=self.cam_normalization)
         if len(predicted) == 0:
             return [False] * len(self.iou_thresholds)
         best = float(np.max(box_iou(predicted, np.asarray([box], dtype=np.float64))))
