@@ -168,3 +168,18 @@ def test_training_preprocessing_matches_inference():
     infer = parser_of("inference.yaml").get("preprocessing")
     assert train == infer
     assert np.allclose(parser_of("train.yaml").get("spatial_size"), parser_of("inference.yaml").get("spatial_size"))
+
+
+def test_predict_profile_boxes_and_label(smoke):
+    tmp, _ = smoke
+    from monai_mammo.bundle_predictor import BundlePredictor
+    from monai_mammo.bundle_utils import load_items
+
+    phantoms = next((tmp / "phantoms").rglob("datalist.json"))
+    image = load_items(phantoms, "training")[0]["image"]
+    with BundlePredictor("diseasemask", {"ckpt_dir": str(tmp / "models"), "spatial_size": [64, 64], "threshold": 0.0}, device="cpu") as predictor:
+        prediction = predictor.predict({"image": image})
+    record = prediction.record
+    assert record["coordinates"] == "original_pixels" and record["image_size"] == [64, 64] and len(record["probabilities"]) == 14
+    assert record["boxes"] and all(b["label"] in record["probabilities"] for b in record["boxes"])
+    assert prediction.mask is not None and prediction.mask.shape == (64, 64) and prediction.mask.max() > 0

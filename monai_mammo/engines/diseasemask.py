@@ -62,6 +62,7 @@ __all__ = [
     "FindingsToLabeld",
     "findings_of",
     "infer_images",
+    "SaveFindingsRecordd",
     "anatomy_files",
     "evaluate_models",
 ]
@@ -778,3 +779,33 @@ def infer_images(
         atomic_write_json(out_dir / "skipped.json", skipped, indent=1)
     logger.info("diseasemask inference: %d image(s) -> %s; %d skipped", len(results), out_dir, len(skipped))
     return results
+
+
+class SaveFindingsRecordd(MapTransform):
+    """Write the findings record of one image (``monai-mammo predict``'s ``writer`` step, after
+    :class:`FindingsToLabeld`): ``<output_dir>/<name>.json`` with ``source``, ``image_size``
+    ``[H, W]``, ``coordinates`` "original_pixels", the 14 ``probabilities`` and ``boxes``
+    (``{"box", "label", "probability", "score"}``); its path goes to ``d[path_key]``."""
+
+    def __init__(self, output_dir: str | os.PathLike, ref_key: str = "image", result_key: str = "result", path_key: str = "detections_file") -> None:
+        super().__init__([ref_key], allow_missing_keys=True)
+        self.output_dir, self.ref_key, self.result_key, self.path_key = Path(output_dir), ref_key, result_key, path_key
+
+    def __call__(self, data: Mapping[Any, Any]) -> dict[Any, Any]:
+        d = dict(data)
+        image = d[self.ref_key]
+        meta = getattr(image, "meta", {}) or {}
+        source = str(meta.get("filename_or_obj", ""))
+        result = d.get(self.result_key) or {}
+        record = {
+            "source": source,
+            "image_size": list(_stored_shape(image)),
+            "coordinates": "original_pixels",
+            "probabilities": result.get("probabilities", {}),
+            "boxes": [{"box": f["box"], "label": f["class"], "probability": f["probability"], "score": f["probability"]} for f in result.get("findings", [])],
+        }
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{Path(source).stem or 'image'}.json"
+        atomic_write_json(path, record, indent=1, default=float)
+        d[self.path_key] = str(path)
+        return d
