@@ -76,6 +76,8 @@ def train_and_evaluate(parser: ConfigParser, train: dict, test: dict, epochs: in
     network.set_trainable("classifier")
     loss_fn = parser.get_parsed_content("loss")
     optimizer = torch.optim.Adam(network.classifier.parameters(), lr=float(parser.get_parsed_content("learning_rate")))
+    # the stage's schedule: cosine decay to 0 over the epochs (train.yaml's classifier stages)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(int(epochs), 1))
     batch_size = int(parser.get_parsed_content("batch_size"))
     num_classes = int(parser.get_parsed_content("num_classes"))
     # the ground-truth alignment: T * I with the phantom's own transform
@@ -101,7 +103,8 @@ def train_and_evaluate(parser: ConfigParser, train: dict, test: dict, epochs: in
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(index)
+            total += loss.item() * len(index)
+        scheduler.step()
         logger.info("epoch %d/%d: loss %.4f", epoch + 1, epochs, total / n)
     network.eval()
     metric = LocalizationAccuracyMetric(num_classes=num_classes)
