@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from monai.config import KeysCollection
 from monai.engines import PrepareBatch
 from monai.metrics import CumulativeIterationMetric
@@ -737,7 +738,9 @@ def infer_images(
         shape = _stored_shape(image)
         findings = findings_of(out["probabilities"][0], out["cam"][0], shape, class_names, probability_threshold, cam_threshold, cam_normalization=cam_normalization)
         meta = getattr(image, "meta", {}) or {}
-        spacing = meta.get("spacing") or item.get("spacing")
+        spacing = meta.get("spacing")
+        if spacing is None or not np.all(np.isfinite(np.asarray(spacing, dtype=np.float64))):
+            spacing = item.get("spacing")  # a PNG has none: the datalist's, else null
         stem = Path(source).stem
         record: dict[str, Any] = {
             "source": source,
@@ -759,7 +762,8 @@ def infer_images(
             for f in findings:
                 outline = np.zeros(shape, dtype=np.uint8)
                 draw_boxes(outline, [f["box"]], value=1)
-                edge = outline.astype(bool) & ~np.pad(outline.astype(bool)[1:-1, 1:-1], 1)  # the rectangle's border
+                filled = outline.astype(bool)
+                edge = filled & ~ndimage.binary_erosion(filled)  # the rectangle's border
                 rgb[edge] = (255, 64, 64)
             Image.fromarray(rgb).save(out_dir / f"{stem}_overlay.png")
             record["overlay"] = f"{stem}_overlay.png"
