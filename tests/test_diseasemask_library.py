@@ -264,6 +264,7 @@ def test_localization_metric_by_hand():
     assert result["per_class"]["b"]["0.7"] == 0.0 and result["per_class"]["c"]["n"] == 1
     assert result["mean"] == pytest.approx({"0.3": 2 / 3, "0.5": 2 / 3, "0.7": 1 / 3})
     assert metric.aggregate().item() == pytest.approx(2 / 3)
+    assert metric.aggregate_all(metric.local_rows()) == result  # rows gathered by a caller summarise alike
     metric.reset()
     metric(cams[:1], [torch.zeros(0, 5)])  # an image without boxes adds nothing
     assert np.isnan(metric.aggregate_all()["mean"]["0.3"])

@@ -505,8 +505,19 @@ def _evaluate_one(net: DiseaseMaskNet, loader: Any, device: Any, class_names: Se
                 errors_before.extend((corner_error(identity, true[ok], size) * factor).tolist())
                 errors_after.extend((corner_error(out["theta"].double().cpu()[ok], true[ok], size) * factor).tolist())
     scores_a, labels_a = np.concatenate(scores), np.concatenate(labels)
+    from monai_mammo.distributed import is_distributed
+
+    gathered_rows = None
+    if is_distributed():  # multi_gpu_evaluate.yaml: every rank's shard, gathered (the order does not matter here)
+        parts: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, (scores_a, labels_a, metric.local_rows(), errors_before, errors_after))
+        scores_a = np.concatenate([p[0] for p in parts])
+        labels_a = np.concatenate([p[1] for p in parts])
+        errors_before = [e for p in parts for e in p[3]]
+        errors_after = [e for p in parts for e in p[4]]
+        gathered_rows = torch.cat([p[2] for p in parts])
     mean, per_class = mean_auc(scores_a, labels_a)
-    loc = metric.aggregate_all()
+    loc = metric.aggregate_all(gathered_rows)
     box_classes = [class_names[c] for c in BOX_CLASS_INDICES if c < len(class_names)]
     box_aucs = [per_class[c] for c in BOX_CLASS_INDICES if c < len(per_class) and not np.isnan(per_class[c])]
     result: dict[str, Any] = {
@@ -564,6 +575,10 @@ def evaluate_models(
     for key in ("mean_auc", "auc", "loc_acc_iou03", "loc_acc_iou05", "loc_acc_iou07", "loc_acc", "alignment_error_mm"):
         if key in headline:
             summary[key] = headline[key]
+    from monai_mammo.distributed import is_distributed
+
+    if is_distributed() and torch.distributed.get_rank() > 0:
+        return summary  # rank 0 writes
     atomic_write_json(output_file, summary, indent=1, default=float)
     logger.info("metrics written to %s", output_file)
     return summary

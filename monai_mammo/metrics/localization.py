@@ -158,10 +158,17 @@ class LocalizationAccuracyMetric(CumulativeIterationMetric):
             return np.zeros((0, 1 + len(self.iou_thresholds)))
         return torch.as_tensor(buffer).reshape(-1, 1 + len(self.iou_thresholds)).numpy()
 
-    def aggregate_all(self) -> dict[str, Any]:
+    def local_rows(self) -> torch.Tensor:
+        """This process's ``[class, hits...]`` rows (no gathering across ranks)."""
+        if not self._buffers or not self._buffers[0]:
+            return torch.zeros(0, 1 + len(self.iou_thresholds), dtype=torch.float64)
+        return torch.stack(list(self._buffers[0]))
+
+    def aggregate_all(self, rows: Any = None) -> dict[str, Any]:
         """``{"mean": {"0.3": acc, ...}, "per_class": {name: {"0.3": acc, ..., "n": boxes}}}``;
-        the mean is over the classes with boxes (NaN when there are none)."""
-        rows = self._rows()
+        the mean is over the classes with boxes (NaN when there are none). ``rows``: summarise
+        these rows instead of the buffer (e.g. gathered by the caller)."""
+        rows = self._rows() if rows is None else torch.as_tensor(rows).reshape(-1, 1 + len(self.iou_thresholds)).numpy()
         classes = range(self.num_classes) if self.num_classes is not None else sorted({int(c) for c in rows[:, 0]})
         per_class: dict[str, Mapping[str, Any]] = {}
         for c in classes:
