@@ -117,7 +117,7 @@ def test_monai_label_label_and_result(smoke):
         workflow_type="infer", ckpt_dir=str(tmp / "models"), **{"dataset#data": [{"image": item["image"]}], "device": "$torch.device('cpu')", "threshold": 0.0},
     )  # fmt: skip
     workflow.initialize()
-    workflow.run()
+    workflow.evaluator.run()  # the chain MONAI Label runs: preprocessing -> inferer -> postprocessing
     output = workflow.evaluator.state.output[0]
     label = output["pred"]
     assert label.dtype == torch.uint8 and tuple(label.shape) == (64, 64)  # (W, H) of the stored 64 x 64 image

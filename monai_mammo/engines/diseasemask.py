@@ -59,6 +59,7 @@ __all__ = [
     "StageSummary",
     "publish_model",
     "dataset_items",
+    "flag",
     "DiseaseMaskInferer",
     "FindingsToLabeld",
     "findings_of",
@@ -587,6 +588,16 @@ def evaluate_models(
 def boxes_of(cams: torch.Tensor, threshold: float = 0.5) -> list[np.ndarray]:
     """Per class, the component boxes of one image's CAMs ``(K, H, W)``."""
     return [cam_boxes(c, threshold) for c in cams]
+
+
+def flag(value: Any) -> bool:
+    """A config switch given as a bool or as the command line's text ("true", "false", "1", "0").
+
+    Example:
+        >>> flag("false"), flag(True), flag("Yes")
+        (False, True, True)
+    """
+    return value.strip().lower() in ("true", "1", "yes") if isinstance(value, str) else bool(value)
 
 
 def dataset_items(dataset: Any) -> Any:
