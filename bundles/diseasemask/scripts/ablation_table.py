@@ -75,7 +75,7 @@ def _row(label: str, result: dict, paper: tuple | None) -> list[str]:
 
 
 def table(rows: list[list[str]]) -> str:
-    header = ["model", *[c[:3] for c in BOX_CLASSES], "loc@0.3 / 0.5 / 0.7", "mean AUC (14)", "mean AUC (8 box)", "paper loc@0.3 / 0.5 / 0.7"]
+    header = ["model", "Ate", "Car", "Eff", "Inf", "Mas", "Nod", "Pna", "Ptx", "loc@0.3 / 0.5 / 0.7", "mean AUC (14)", "mean AUC (8 box)", "paper loc@0.3 / 0.5 / 0.7"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
