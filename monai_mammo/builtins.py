@@ -42,6 +42,12 @@ def register_losses() -> list[Component]:
             "DAB-Net Eq. 4: L1 mass + L1 glands reconstruction on composites + BCE on all samples",
             family="multitask",
         ),
+        Component(
+            "alignment",
+            "monai_mammo.losses.alignment:AlignmentLoss",
+            "Kim et al. Eq. 7-9: smoothed aligned image vs anchor, pixel-wise L_e + perceptual L_p",
+            family="tensor",
+        ),
     ]
 
 
@@ -78,5 +84,10 @@ def register_metrics() -> list[Component]:
             "froc",
             "monai_mammo.metrics.froc:PointFROCMetric",
             "µC point FROC: recall at k false positives per image, hit radius in mm (Zhang et al. CVPR 2019)",
+        ),
+        Component(
+            "localization_accuracy",
+            "monai_mammo.metrics.localization:LocalizationAccuracyMetric",
+            "CAM -> components -> boxes; fraction of boxes hit at IoU 0.3/0.5/0.7 (Wang et al. 2017; Kim et al.)",
         ),
     ]

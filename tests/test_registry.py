@@ -201,7 +201,7 @@ def test_accept_families_rejects_with_component_plugin_and_needed_family(tmp_pat
         registry.build_loss("disentangle", accept_families=["pixel_masks", "tensor"])
     message = str(excinfo.value)
     assert "plugin 'builtin' of monai-mammo" in message and "'pixel_masks': " in message and "; or 'tensor': " in message
-    assert message.endswith("Usable loss names: half_l1, mse_reconstruction, segmentation_ce, ttest, weighted_bce")
+    assert message.endswith("Usable loss names: alignment, half_l1, mse_reconstruction, segmentation_ce, ttest, weighted_bce")
     # an accepted family builds, a bare string works too
     assert registry.build_loss("half_l1", accept_families="tensor", scale=2.0).scale == 2.0
     assert isinstance(excinfo.value, ValueError)  # MONAI's config errors and callers catch ValueError

@@ -61,7 +61,7 @@ class StageHandler:
 
     Args:
         stage: a callable without arguments (e.g. a :class:`TrainingStage`).
-        enabled: False skips the stage (logged). Default True.
+        enabled: False (or the text "false", as a command line gives it) skips the stage (logged). Default True.
         name: the stage's name in the log. Default "stage".
         event: the Ignite event. Default ``"COMPLETED"`` (after the last epoch, also when the
             engine was terminated early).
@@ -72,7 +72,7 @@ class StageHandler:
     def __init__(
         self,
         stage: Callable[[], Any],
-        enabled: bool = True,
+        enabled: bool | str = True,
         name: str = "stage",
         event: str = "COMPLETED",
         main_rank_only: bool = True,
@@ -80,7 +80,8 @@ class StageHandler:
         if not callable(stage):
             raise TypeError(f"StageHandler {name!r}: stage must be callable, got {type(stage).__name__}")
         self.stage = stage
-        self.enabled = bool(enabled)
+        # "--stage#enabled false" on the command line may arrive as the string "false"
+        self.enabled = enabled.strip().lower() in ("true", "1", "yes") if isinstance(enabled, str) else bool(enabled)
         self.name = name
         self.event = getattr(Events, event)
         self.main_rank_only = bool(main_rank_only)

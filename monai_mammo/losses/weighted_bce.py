@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math  # noqa: F401  (docstring example)
+
 import torch
 import torch.nn.functional as F
 from monai.utils import LossReduction
@@ -16,26 +18,39 @@ class BatchWeightedBCELoss(_Loss):
         L_WCE = ω_P Σ_{y∈P} −ln M(x) + ω_N Σ_{y∈N} −ln(1 − M(x)),
         ω_P = (|P| + |N|) / |P|,  ω_N = (|P| + |N|) / |N|
 
-    computed per class (column) of a multi-label target, with |P| and |N| counted in the batch. A class
-    with no positive (or no negative) sample in the batch has no such terms, so its weight is never
-    used and no division by zero occurs.
+    With ``weighting="class"`` (default) |P| and |N| are counted per class (column) of a multi-label
+    target in the batch; a class with no positive (or no negative) sample in the batch has no such
+    terms, so its weight is never used and no division by zero occurs. With ``weighting="image"``
+    (Kim et al.'s reading: "whether a X-ray image contains diseases or not") |P| counts the images
+    with any positive label and |N| the images with none, and every positive label term takes ω_P,
+    every negative one ω_N; when a batch has no image without disease (|N| = 0) its negative terms
+    still exist, and ω_N is taken at |N| = 1, i.e. (|P| + |N|), the value it has with one normal
+    image (the ratio grows without bound as |N| shrinks; this caps it).
 
     Example::
 
         >>> loss = BatchWeightedBCELoss()
         >>> logits = torch.zeros(4, 2, requires_grad=True)
         >>> loss(logits, torch.tensor([[1., 0.], [0., 0.], [0., 1.], [0., 0.]])).backward()
+        >>> image_level = BatchWeightedBCELoss(weighting="image", reduction="none")
+        >>> image_level(torch.zeros(2, 2), torch.tensor([[1., 1.], [0., 0.]])).div(math.log(2)).tolist()
+        [[2.0, 2.0], [2.0, 2.0]]
 
     Args:
         logits: ``True`` (default) when ``input`` holds logits, ``False`` when it holds probabilities.
         reduction: ``"mean"`` (default) divides the weighted sum of Eq. 10 by the number of elements,
             ``"sum"`` returns Eq. 10 summed over classes exactly, ``"none"`` returns the weighted
             per-element terms with the shape of ``input``.
+        weighting: ``"class"`` (default: |P|, |N| per class) or ``"image"`` (|P|, |N| images with
+            any / no positive label, the paper's).
     """
 
-    def __init__(self, logits: bool = True, reduction: LossReduction | str = LossReduction.MEAN) -> None:
+    def __init__(self, logits: bool = True, reduction: LossReduction | str = LossReduction.MEAN, weighting: str = "class") -> None:
         super().__init__(reduction=LossReduction(reduction).value)
+        if weighting not in ("class", "image"):
+            raise ValueError(f"BatchWeightedBCELoss: weighting must be 'class' or 'image', got {weighting!r}")
         self.logits = logits
+        self.weighting = weighting
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """
@@ -53,7 +68,10 @@ class BatchWeightedBCELoss(_Loss):
         else:
             per_element = F.binary_cross_entropy(input, target, reduction="none")
         batch_size = target.shape[0]
-        num_positive = target.sum(dim=0)
+        if self.weighting == "image" and target.ndim == 2:
+            num_positive = (target.amax(dim=1) > 0).sum().to(input.dtype)  # images with any disease
+        else:
+            num_positive = target.sum(dim=0)
         num_negative = batch_size - num_positive
         # Eq. 10 weights; clamp only guards classes whose positive/negative set is empty (no such terms).
         positive_weight = batch_size / num_positive.clamp(min=1)

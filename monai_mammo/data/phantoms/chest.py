@@ -23,6 +23,15 @@ parametrisation) mapping canonical normalised coordinates to image normalised co
 (``align_corners=False``). ``T`` is recorded as ``alignment_theta``: fed to
 ``torch.nn.functional.affine_grid`` it resamples the stored image back into the canonical frame.
 
+Revision 2 (:data:`CHEST_REVISION`) adds what the disease-mask method needs (Kim et al.; METHODS.md
+section 4): a majority of normal images (``p_normal`` 0.55), co-occurring labels (each finding
+brings its usual companion with ``p_co_occurrence``: cardiomegaly with effusion, effusion with
+atelectasis, pneumonia with infiltration, mass with nodule), label-correlated cues outside the
+lesion (a class-specific "device" drawn outside the lungs with ``p_cue`` when the class is present
+and ``p_cue_normal`` otherwise, so a plain CAM can look at the wrong place) and the mean anatomy of
+the canonical frame (:func:`canonical_anatomy`: lungs and heart, written as ``anatomy/*.png``, the
+pseudo disease masks' source).
+
 Example:
     >>> import numpy as np
     >>> out = render_chest(np.random.default_rng(0), ["Cardiomegaly"], ChestOptions(size=128))
@@ -44,7 +53,7 @@ from scipy.special import expit
 
 from .texture import power_law_noise
 
-__all__ = ["ChestOptions", "render_chest", "synthesize_chest", "CXR14_CLASSES", "BOX_CLASSES"]
+__all__ = ["ChestOptions", "render_chest", "synthesize_chest", "canonical_anatomy", "CXR14_CLASSES", "BOX_CLASSES", "CHEST_REVISION"]
 
 CXR14_CLASSES: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -54,6 +63,12 @@ BOX_CLASSES: tuple[str, ...] = CXR14_CLASSES[:8]
 #: the BBox_List_2017.csv spelling
 _BOX_NAME = {"Infiltration": "Infiltrate"}
 _FIELD_MM = 350.0  # the image spans ~35 cm of chest
+#: generator revision (part of the options, hence of the cache key); 2: cues, co-occurrence, anatomy
+CHEST_REVISION = 2
+#: finding -> the companion it brings with ``p_co_occurrence`` (clinically frequent pairs)
+_CO_OCCURRING = {"Cardiomegaly": "Effusion", "Effusion": "Atelectasis", "Pneumonia": "Infiltration", "Mass": "Nodule"}
+#: class -> shape of its label-correlated cue (a device outside the lungs)
+_CUES = {"Effusion": "ring", "Pneumothorax": "bar", "Atelectasis": "square", "Pneumonia": "cross"}
 
 
 @dataclass
@@ -75,10 +90,14 @@ class ChestOptions:
         p_ap: probability of an AP (instead of PA) view (default 0.2).
         noise: Gaussian noise standard deviation in 8-bit levels (default 2.0).
         split: training / validation / test fractions of patients (default (0.7, 0.1, 0.2)).
+        p_co_occurrence: probability that a finding brings its companion (default 0.35).
+        p_cue: probability of a class's cue when the class is present (default 0.6).
+        p_cue_normal: probability of each cue when its class is absent (default 0.05).
+        revision: must be :data:`CHEST_REVISION` (default).
     """
 
     size: int = 1024
-    p_normal: float = 0.4
+    p_normal: float = 0.55
     p_extra_finding: float = 0.3
     box_class_weight: float = 1.0
     other_class_weight: float = 0.3
@@ -90,10 +109,16 @@ class ChestOptions:
     p_ap: float = 0.2
     noise: float = 2.0
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    p_co_occurrence: float = 0.35
+    p_cue: float = 0.6
+    p_cue_normal: float = 0.05
+    revision: int = CHEST_REVISION
 
     def __post_init__(self) -> None:
         if int(self.size) < 64:
             raise ValueError(f"cxr phantom: size must be >= 64, got {self.size}")
+        if self.revision != CHEST_REVISION:
+            raise ValueError(f"cxr phantom: this generator writes revision {CHEST_REVISION}, got revision={self.revision}")
 
 
 def _ellipse(u: np.ndarray, v: np.ndarray, cu: float, cv: float, au: float, av: float, power: float = 2.0) -> np.ndarray:
@@ -265,6 +290,33 @@ def render_chest(rng: np.random.Generator, findings: list[str], opts: ChestOptio
         bubble = blob(0.05, dome_v - 0.05, 0.07, 0.1)
         density += -0.2 * bubble * (v < dome_v - 0.05) + 0.1 * bubble * (v >= dome_v - 0.05)
 
+    # ---- label-correlated cues (revision 2): a class-specific device outside the lungs
+    cues = []
+    for name, shape in _CUES.items():
+        if rng.uniform() >= (opts.p_cue if name in names else opts.p_cue_normal):
+            continue
+        for _ in range(20):  # a point of the body outside the lungs
+            cu_c, cv_c = rng.uniform(-0.75, 0.75), rng.uniform(-0.85, 0.9)
+            inside = _ellipse(np.float32(cu_c), np.float32(cv_c), 0.0, 0.2, 0.86, 1.15, 2.4) < 0.9
+            near_lung = any(_ellipse(np.float32(cu_c), np.float32(cv_c), d[0], lung_cv, lung_w * 1.25, lung_h * 1.15, 2.2) < 1 for d in domes)
+            if inside and not near_lung:
+                break
+        r = 0.045
+        if shape == "ring":
+            d = np.hypot(u - cu_c, v - cv_c)
+            device = expit((0.012 - np.abs(d - r)) / 0.004)
+        elif shape == "bar":
+            device = _band(u, v, (cu_c - r * 1.5, cv_c - r * 0.3), (cu_c + r * 1.5, cv_c + r * 0.3), 0.012)
+        elif shape == "square":
+            device = _soft(_ellipse(u, v, cu_c, cv_c, r, r, 8.0), 0.05)
+        else:
+            device = np.maximum(_band(u, v, (cu_c - r, cv_c), (cu_c + r, cv_c), 0.012), _band(u, v, (cu_c, cv_c - r), (cu_c, cv_c + r), 0.012))
+        device = device.astype(np.float32)
+        density += 0.45 * device
+        rows, cols = np.nonzero(device > 0.5)
+        box = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1] if rows.size else None
+        cues.append({"name": name, "shape": shape, "box": box})
+
     density += rng.standard_normal((size, size), dtype=np.float32) * np.float32(opts.noise / 255 * 1.2)
     image = np.clip(density / 1.15, 0, 1) ** 0.85 * 255
     image = np.rint(image).astype(np.uint8)
@@ -283,6 +335,7 @@ def render_chest(rng: np.random.Generator, findings: list[str], opts: ChestOptio
     return {
         "image": image,
         "findings": records,
+        "cues": cues,
         "alignment_theta": np.round(forward[:2], 6).tolist(),
         "transform": np.round(transform, 6).tolist(),
         "misalignment": {"sx": round(float(sx), 5), "sy": round(float(sy), 5), "tx": round(float(tx), 5), "ty": round(float(ty), 5), "theta_deg": round(float(np.rad2deg(theta)), 4)},
@@ -299,7 +352,33 @@ def _sample_findings(rng: np.random.Generator, opts: ChestOptions) -> list[str]:
         if weights.sum() <= 0:
             break
         chosen.append(int(rng.choice(14, p=weights / weights.sum())))
-    return [CXR14_CLASSES[i] for i in sorted(chosen)]
+    for index in list(chosen):
+        companion = _CO_OCCURRING.get(CXR14_CLASSES[index])
+        if companion and rng.uniform() < opts.p_co_occurrence:
+            chosen.append(CXR14_CLASSES.index(companion))
+    return [CXR14_CLASSES[i] for i in sorted(set(chosen))]
+
+
+def canonical_anatomy(size: int) -> dict[str, np.ndarray]:
+    """Lungs and heart of the mean patient in the canonical (aligned) frame, as {0, 1} uint8 masks
+    (size, size): the source of the pseudo disease masks (Kim et al.'s PDM baseline).
+
+    Example:
+        >>> masks = canonical_anatomy(64)
+        >>> sorted(masks), bool(masks["lungs"][32, 16]), bool(masks["heart"][40, 36])
+        (['heart', 'lungs'], True, True)
+    """
+    grid = (np.arange(int(size), dtype=np.float32) + 0.5) / int(size) * 2 - 1
+    u, v = np.broadcast_to(grid[None, :], (size, size)), np.broadcast_to(grid[:, None], (size, size))
+    lung_w, lung_h, lung_cv = 0.27, 0.55, -0.07  # the means of render_chest's ranges
+    dome_v = lung_cv + lung_h * 0.785
+    lungs = np.zeros((size, size), dtype=np.float32)
+    for side in (-1, 1):
+        cu = side * 0.37
+        dome = dome_v - 0.1 * (1 - ((u - cu) / lung_w) ** 2) + (0.03 if side == 1 else 0.0)
+        lungs = np.maximum(lungs, _soft(_ellipse(u, v, cu, lung_cv, lung_w, lung_h, 2.2), 0.05) * (v < dome))
+    heart = _soft(_ellipse(u, v, 0.1, dome_v - 0.17, 0.3 * 0.975, 0.22 * 0.975), 0.05)
+    return {"lungs": (lungs > 0.5).astype(np.uint8), "heart": (heart > 0.5).astype(np.uint8)}
 
 
 def synthesize_chest(out_dir: str | Path, n: int, seed: int, **options: Any) -> Path:
@@ -364,6 +443,7 @@ def synthesize_chest(out_dir: str | Path, n: int, seed: int, **options: Any) -> 
                 "alignment_theta": rendered["alignment_theta"],
                 "transform": rendered["transform"],
                 "misalignment": rendered["misalignment"],
+                "cues": rendered["cues"],
             }
         )
     # the release's CSV formats: bracketed headers split over cells, trailing empty header cells
@@ -389,6 +469,10 @@ def synthesize_chest(out_dir: str | Path, n: int, seed: int, **options: Any) -> 
         "validation": [r for r in records if assignment[r["patient_id"]] == "validation"],
         "test": [r for r in records if assignment[r["patient_id"]] == "test"],
     }
+    anatomy = canonical_anatomy(int(opts.size))
+    for name, mask in anatomy.items():
+        write_png(out / "anatomy" / f"{name}.png", mask * np.uint8(255))
+    datalist["anatomy"] = {name: f"anatomy/{name}.png" for name in anatomy}
     path = out / "datalist.json"
     write_json(path, datalist)
     return path
