@@ -42,6 +42,12 @@ def register_losses() -> list[Component]:
             "DAB-Net Eq. 4: L1 mass + L1 glands reconstruction on composites + BCE on all samples",
             family="multitask",
         ),
+        Component(
+            "dual_branch",
+            "monai_mammo.losses.dual_branch:DualBranchLoss",
+            "Cls-Det-RS weak (Eq. 5) / semi-supervised (Eqs. 8-12) loss on image probabilities and region labels (Bakalo et al. 2021)",
+            family="multitask",
+        ),
     ]
 
 
@@ -78,5 +84,15 @@ def register_metrics() -> list[Component]:
             "froc",
             "monai_mammo.metrics.froc:PointFROCMetric",
             "µC point FROC: recall at k false positives per image, hit radius in mm (Zhang et al. CVPR 2019)",
+        ),
+        Component(
+            "partial_auc_ratio",
+            "monai_mammo.metrics.classification:SpecificityAtSensitivityMetric",
+            "pAUCR over sensitivity [0.8, 1] (area / 0.2) with spec@sens 0.85 and 0.90 (Bakalo et al. 2021)",
+        ),
+        Component(
+            "localization_froc",
+            "monai_mammo.metrics.localization:LocalizationFROCMetric",
+            "localization FROC at the classifier's 0.85-sensitivity operating point, IoM >= 0.5 (Bakalo et al. 2021 Sec. 5.3)",
         ),
     ]
