@@ -341,7 +341,7 @@ def _detections(scores: np.ndarray, boxes: np.ndarray, meta: Mapping[str, Any], 
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     for column, name, value in ((0, "malignant", MALIGNANT), (1, "benign", BENIGN)):
         regions = Regions(points=centres, scores={"d": scores[:, column]}, boxes=boxes)
-        regions = regions.select(regions.score >= min_score)
+        regions = regions.select(regions.score > min_score)  # d_c = 0 outside the selected regions: not a finding
         for record in nms_regions(regions, iou_threshold=iou, max_regions=max_per_class).to_original(meta).to_records([]):
             record["class"], record["label_value"] = name, value
             records.append(record)
@@ -356,7 +356,7 @@ class RegionDetectionsd(MapTransform):
     its region boxes. Writes ``result_key`` = ``{"malignant_probability": p(y_M), "benign_probability":
     p(y_B)}`` and ``findings_key``: ``{"x", "y", "box", "score" (d_c, Eq. 13), "class",
     "label_value" (1 benign, 2 malignant)}`` in the stored image's pixels (the meta's
-    ``pixel_to_original``), the ``max_per_class`` best of each class after NMS (IoU ``nms_iou``).
+    ``pixel_to_original``), the ``max_per_class`` best of each class with d_c > ``min_score`` after NMS (IoU ``nms_iou``).
 
     Example::
 

@@ -1,0 +1,157 @@
+"""The clsdet bundle: the user's commands with configs/smoke.yaml (training, semi-supervised training,
+evaluation, inference through ``python -m monai.bundle``), the MONAI Label postprocessing (uint8
+label 1 benign / 2 malignant, probabilities in the result), plugin components by name, the
+ablation files, and the inference of a full image in chunks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "clsdet"
+CONFIGS = BUNDLE / "configs"
+
+
+def config_files(*names: str) -> str:
+    return str([f"bundles/clsdet/configs/{name}" for name in names])
+
+
+def run_bundle(args: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+    if expect_ok:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def dirs(tmp: Path) -> list[str]:
+    return ["--phantom#cache_dir", str(tmp / "phantoms"), "--ckpt_dir", str(tmp / "models"), "--output_dir", str(tmp / "eval"), "--log_dir", str(tmp / "runs")]
+
+
+def parser_of(*names: str, **overrides):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / name) for name in names])
+    parser.update({"bundle_root": str(BUNDLE), **overrides})
+    return parser
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One smoke training (train.yaml + smoke.yaml), shared by the tests that need weights."""
+    tmp = tmp_path_factory.mktemp("clsdet")
+    return tmp, run_bundle(["training", "--config_file", config_files("train.yaml", "smoke.yaml"), *dirs(tmp)])
+
+
+def test_layout_and_ablations():
+    for name, target in (("train.yaml", "configs/train.yaml"), ("metadata.json", "configs/metadata.json"), ("logging.conf", "configs/logging.conf")):
+        assert (BUNDLE / name).is_symlink() and os.readlink(BUNDLE / name) == target
+    ablations = sorted(p.stem for p in (CONFIGS / "ablations").glob("*.yaml"))
+    assert {"db_baseline", "max_region", "cls_det", "ss_25", "ss_50", "ss_75", "ss_100", "ss_baseline_rs_50", "ceiling"} <= set(ablations)
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    assert metadata["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "benign", "2": "malignant"}
+
+
+def test_smoke_training_evaluation_and_inference_through_monai_bundle(smoke):
+    tmp, trained = smoke
+    assert "Metrics -- val_auroc_m_vs_bn" in trained.stdout and "Cls-Det best validation AUROC M vs BN" in trained.stdout
+    checkpoint = torch.load(tmp / "models" / "model.pt", weights_only=True)
+    assert checkpoint["network_spec"]["init_args"]["mode"] == "cls_det_rs"
+    run_bundle(["evaluating", "--config_file", config_files("train.yaml", "evaluate.yaml", "smoke.yaml"), *dirs(tmp), "--eval#n_bootstrap", "20"])
+    metrics = json.loads((tmp / "eval" / "metrics.json").read_text())
+    for key in ("auroc_m_vs_bn", "auroc_mb_vs_n", "pauc_ratio_m_vs_bn", "spec_at_sens_085_m_vs_bn", "spec_at_sens_090_m_vs_bn", "froc_m_vs_bn_sensitivity_at_1fp"):
+        assert key in metrics and f"{key}_ci" in metrics, key
+    for name in ("froc_m_vs_bn.csv", "froc_mb_vs_n.csv", "froc.png"):
+        assert (tmp / "eval" / name).is_file(), name
+    infer_dir = tmp / "infer"
+    run_bundle(["inferring", "--config_file", config_files("inference.yaml", "smoke.yaml"), "--ckpt_dir", str(tmp / "models"), "--phantom#cache_dir", str(tmp / "phantoms"), "--output_dir", str(infer_dir), "--save_png", "true"])
+    predictions = json.loads((infer_dir / "predictions.json").read_text())
+    assert predictions and {"malignant_probability", "benign_probability", "findings", "num_regions"} <= set(predictions[0])
+    finding = predictions[0]["findings"][0]
+    assert finding["class"] in ("malignant", "benign") and len(finding["box"]) == 4 and Path(predictions[0]["png"]).is_file()
+
+
+def test_semi_supervised_smoke_training(tmp_path):
+    result = run_bundle(["training", "--config_file", config_files("train.yaml", "ablations/ss_50.yaml", "smoke.yaml"), *dirs(tmp_path), "--annotated_share", "1.0"])
+    assert "val_auroc_m_vs_bn" in result.stdout
+
+
+def test_monai_label_postprocessing_paints_benign_1_malignant_2(tmp_path):
+    from monai.data import MetaTensor
+    from monai.transforms import Compose
+
+    parser = parser_of("inference.yaml", ckpt_dir=str(tmp_path))
+    post = parser.get_parsed_content("postprocessing", instantiate=True)
+    assert isinstance(post, Compose)
+    image = MetaTensor(torch.zeros(1, 20, 30), meta={"spacing": [0.56, 0.56], "original_size": [20, 30]})
+    pred = {
+        "image_prob": torch.tensor([0.8, 0.6]),
+        "region_scores": torch.tensor([[0.9, 0.1], [0.0, 0.7], [0.1, 0.0]]),
+        "region_valid": torch.tensor([True, True, True]),
+    }
+    boxes = torch.tensor([[0, 0, 10, 10], [10, 0, 20, 10], [20, 10, 30, 20]])
+    d = post({"image": image, "pred": pred, "region_boxes": boxes})
+    label = d["pred"]
+    assert label.dtype == torch.uint8 and tuple(label.shape) == (30, 20)  # MONAI Label's (W, H) layout
+    assert int(label[5, 5]) == 2 and int(label[15, 5]) == 1  # malignant region 0, benign region 1
+    assert d["result"]["malignant_probability"] == pytest.approx(0.8) and d["result"]["coordinates"] == "original_pixels"
+    assert {f["class"] for f in d["result"]["findings"]} == {"malignant", "benign"}
+
+
+def test_label_image_from_monai_label_trains(tmp_path):
+    from PIL import Image
+
+    from monai_mammo.engines.clsdet import LabelImageToFindingsd
+
+    label = np.zeros((40, 30), np.uint8)
+    label[5:10, 5:12] = 2
+    label[20:25, 3:6] = 1
+    Image.fromarray(label).save(tmp_path / "label.png")
+    d = LabelImageToFindingsd()({"label": str(tmp_path / "label.png")})
+    assert d["label"] == [1, 1] and d["boxes"] == [[3, 20, 6, 25], [5, 5, 12, 10]] and d["box_labels"] == [1, 2]
+    Image.fromarray(np.full((4, 4), 7, np.uint8)).save(tmp_path / "bad.png")
+    with pytest.raises(ValueError, match=r"bad\.png"):
+        LabelImageToFindingsd()({"label": str(tmp_path / "bad.png")})
+
+
+def test_a_tensor_loss_plugin_is_rejected_and_a_metric_plugin_swaps_in():
+    from monai_mammo.registry import IncompatibleComponentError, list_components
+
+    parser = parser_of("train.yaml", **{"loss#name": "weighted_bce"})
+    with pytest.raises(Exception) as excinfo:
+        parser.get_parsed_content("loss")
+    assert "multitask" in str(excinfo.value) or isinstance(excinfo.value.__cause__, IncompatibleComponentError)
+    if "expected_calibration_error" not in list_components()["metric"]:
+        pytest.skip("monai-mammo-extras is not installed")
+    parser = parser_of("train.yaml", **{"validate#additional_metrics#val_auroc_mb_vs_n#metric_fn#name": "expected_calibration_error"})
+    metric = parser.get_parsed_content("validate#additional_metrics#val_auroc_mb_vs_n#metric_fn")
+    assert type(metric).__name__ == "ExpectedCalibrationErrorMetric"
+
+
+def test_full_image_regions_in_chunks_and_boxes_in_original_pixels():
+    from monai.data import MetaTensor
+
+    from monai_mammo.engines.clsdet import TileRegionsd
+    from monai_mammo.networks.clsdet import ClsDetNet
+    from monai_mammo.transforms.spacing import ResampleToSpacingd
+
+    image = MetaTensor(torch.rand(1, 200, 160), meta={"spacing": [0.28, 0.28]})
+    d = ResampleToSpacingd(keys="image", target_spacing=0.56)({"image": image})
+    mask = torch.ones(1, 100, 80)
+    d = TileRegionsd(keys="image", window=28, stride=14)({**d, "breast_mask": mask})
+    net = ClsDetNet(window=28, channels=(4, 4), strides=(2, 2)).eval()
+    out = net.predict_image(d["image"].as_tensor(), d["region_boxes"].numpy(), chunk_size=7)
+    assert out["region_scores"].shape[1] == len(d["region_boxes"])
+    from monai_mammo.transforms.geometry import boxes_to_original
+
+    original = boxes_to_original(d["region_boxes"].numpy(), d["regions"].meta)
+    np.testing.assert_allclose(original[0], [0, 0, 56, 56])  # 28 px at 0.56 mm = 56 px at 0.28 mm
