@@ -155,3 +155,11 @@ def test_full_image_regions_in_chunks_and_boxes_in_original_pixels():
 
     original = boxes_to_original(d["region_boxes"].numpy(), d["regions"].meta)
     np.testing.assert_allclose(original[0], [0, 0, 56, 56])  # 28 px at 0.56 mm = 56 px at 0.28 mm
+
+
+def test_birads_mapping_without_3():
+    from monai_mammo.data.adapters.datalist import BIRADS_CLASSES_WITHOUT_3, IMAGE_LABELS, birads_class
+
+    assert birads_class("BI-RADS 3", BIRADS_CLASSES_WITHOUT_3) is None  # excluded (Bakalo et al. Sec. 5.1)
+    assert [birads_class(v, BIRADS_CLASSES_WITHOUT_3) for v in ("1", "2", "4A", "5")] == ["normal", "benign", "malignant", "malignant"]
+    assert IMAGE_LABELS["both"] == [1, 1] and IMAGE_LABELS["normal"] == [0, 0]

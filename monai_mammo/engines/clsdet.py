@@ -505,7 +505,7 @@ def task_inputs(records: Sequence[Mapping[str, Any]], task: str) -> dict[str, An
 def compute_metrics(records: Sequence[Mapping[str, Any]], n_bootstrap: int = 1000, seed: int = 0, operating_sensitivity: float = 0.85) -> dict[str, Any]:
     """The bundle's figures (keys as issue 14 names them) with percentile bootstrap 95 % CIs over
     images, and both localization FROC curves (:func:`monai_mammo.metrics.localization.localization_froc`)."""
-    from monai_mammo.metrics.localization import localization_froc
+    from monai_mammo.metrics.localization import froc_from_parts, image_localization_parts
 
     metrics: dict[str, Any] = {"n_images": len(records)}
     curves: dict[str, Any] = {}
@@ -513,16 +513,17 @@ def compute_metrics(records: Sequence[Mapping[str, Any]], n_bootstrap: int = 100
     resamples = [rng.integers(0, len(records), len(records)) for _ in range(int(n_bootstrap))]
     for task in ("m_vs_bn", "mb_vs_n"):
         inputs = task_inputs(records, task)
+        labels = inputs["labels"]
+        parts = [
+            image_localization_parts(inputs["boxes"][t], inputs["region_scores"][t], inputs["lesions"][t] if labels[t] else [], 0.5)
+            for t in range(len(records))
+        ]
 
         def figures(index: np.ndarray) -> dict[str, float]:
-            values = _image_metrics(inputs["scores"][index], inputs["labels"][index])
-            if inputs["labels"][index].max() == 0:
+            values = _image_metrics(inputs["scores"][index], labels[index])
+            if labels[index].max() == 0:
                 return {**values, "froc_sensitivity_at_1fp": float("nan")}
-            froc = localization_froc(
-                inputs["scores"][index], inputs["labels"][index],
-                [inputs["boxes"][i] for i in index], [inputs["region_scores"][i] for i in index], [inputs["lesions"][i] for i in index],
-                operating_sensitivity=operating_sensitivity,
-            )  # fmt: skip
+            froc = froc_from_parts(inputs["scores"][index], labels[index], [parts[i] for i in index], operating_sensitivity)
             values["froc_sensitivity_at_1fp"] = froc["sensitivity_at"]["1"]
             if len(index) == len(records) and np.array_equal(index, np.arange(len(records))):
                 curves[task] = froc
@@ -530,7 +531,7 @@ def compute_metrics(records: Sequence[Mapping[str, Any]], n_bootstrap: int = 100
 
         point = figures(np.arange(len(records)))
         boot = [figures(index) for index in resamples]
-        metrics[f"n_positive_{task}"] = int(inputs["labels"].sum())
+        metrics[f"n_positive_{task}"] = int(labels.sum())
         for name, value in point.items():
             key = f"{name}_{task}" if name != "froc_sensitivity_at_1fp" else f"froc_{task}_sensitivity_at_1fp"
             samples = np.array([b[name] for b in boot], dtype=np.float64)

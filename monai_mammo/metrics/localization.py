@@ -44,7 +44,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai_mammo.metrics.froc import froc_curve, recall_at_fps
 from monai_mammo.region_labels import box_iom
 
-__all__ = ["operating_threshold", "localization_froc", "LocalizationFROCMetric"]
+__all__ = ["operating_threshold", "localization_froc", "image_localization_parts", "froc_from_parts", "LocalizationFROCMetric"]
 
 
 def operating_threshold(scores: Sequence[float], labels: Sequence[int], sensitivity: float = 0.85) -> float:
@@ -93,30 +93,56 @@ def localization_froc(
     n = len(image_scores)
     if not (len(image_labels) == len(region_boxes) == len(region_scores) == len(lesion_boxes) == n):
         raise ValueError("localization_froc: every argument needs one entry per image")
+    labels = np.asarray(image_labels).astype(bool)
+    parts = [
+        image_localization_parts(region_boxes[t], region_scores[t], lesion_boxes[t] if labels[t] else [], iom_threshold, what=f"image {t}")
+        for t in range(n)
+    ]
+    return froc_from_parts(image_scores, labels, parts, operating_sensitivity, fps_per_image)
+
+
+def image_localization_parts(
+    region_boxes: Any, region_scores: Any, lesion_boxes: Any, iom_threshold: float = 0.5, what: str = "image"
+) -> tuple[np.ndarray, float]:
+    """One image's share of the FROC: the scores of its incorrect regions and the best score of a
+    correct one (-inf: none), a region being correct at IoM >= ``iom_threshold`` with a lesion.
+
+    >>> fp, best = image_localization_parts([[0, 0, 4, 4], [8, 0, 12, 4]], [0.3, 0.6], [[1, 1, 2, 2]])
+    >>> fp.tolist(), best
+    ([0.6], 0.3)
+    """
+    boxes = np.asarray(region_boxes, dtype=np.float64).reshape(-1, 4)
+    d = np.asarray(region_scores, dtype=np.float64).reshape(-1)
+    if len(d) != len(boxes):
+        raise ValueError(f"localization_froc: {what} has {len(boxes)} region boxes but {len(d)} scores")
+    lesions = np.asarray(lesion_boxes, dtype=np.float64).reshape(-1, 4)
+    correct = (box_iom(boxes, lesions) >= iom_threshold - 1e-12).any(axis=1) if len(lesions) else np.zeros(len(boxes), bool)
+    return d[~correct], float(d[correct].max()) if correct.any() else -np.inf
+
+
+def froc_from_parts(
+    image_scores: Sequence[float],
+    image_labels: Sequence[int],
+    parts: Sequence[tuple[np.ndarray, float]],
+    operating_sensitivity: float = 0.85,
+    fps_per_image: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+) -> dict[str, Any]:
+    """:func:`localization_froc` from each image's :func:`image_localization_parts` (computed once,
+    so bootstrap resamples of the images cost a concatenation each)."""
     scores = np.asarray(image_scores, dtype=np.float64)
     labels = np.asarray(image_labels).astype(bool)
     tau = operating_threshold(scores, labels, operating_sensitivity)
-    classified = scores >= tau
-    fp_scores: list[float] = []
-    best_correct: list[float] = []
-    for t in np.flatnonzero(classified):
-        boxes = np.asarray(region_boxes[t], dtype=np.float64).reshape(-1, 4)
-        d = np.asarray(region_scores[t], dtype=np.float64).reshape(-1)
-        if len(d) != len(boxes):
-            raise ValueError(f"localization_froc: image {t} has {len(boxes)} region boxes but {len(d)} scores")
-        lesions = np.asarray(lesion_boxes[t], dtype=np.float64).reshape(-1, 4) if labels[t] else np.zeros((0, 4))
-        correct = (box_iom(boxes, lesions) >= iom_threshold - 1e-12).any(axis=1) if len(lesions) else np.zeros(len(boxes), bool)
-        fp_scores.extend(d[~correct].tolist())
-        if labels[t]:
-            best_correct.append(float(d[correct].max()) if correct.any() else -np.inf)
-    curve = froc_curve(np.asarray(fp_scores), np.asarray(best_correct), max(int(classified.sum()), 1))
+    classified = np.flatnonzero(scores >= tau)
+    fp_scores = np.concatenate([parts[t][0] for t in classified]) if len(classified) else np.zeros(0)
+    best_correct = np.array([parts[t][1] for t in classified if labels[t]], dtype=np.float64)
+    curve = froc_curve(fp_scores, best_correct, max(len(classified), 1))
     at = recall_at_fps(curve["fps_per_image"], curve["sensitivity"], fps_per_image, "step")
     return {
         "threshold": tau,
         "operating_sensitivity": float(operating_sensitivity),
-        "num_images": n,
-        "num_classified": int(classified.sum()),
-        "num_true_positive_images": len(best_correct),
+        "num_images": len(scores),
+        "num_classified": int(len(classified)),
+        "num_true_positive_images": int(len(best_correct)),
         "sensitivity_at": {key[2:]: value for key, value in at.items()},
         "curve": {name: curve[name].tolist() for name in ("thresholds", "fps_per_image", "sensitivity")},
     }
