@@ -61,12 +61,14 @@ def main() -> None:
         batch = collate_regions([item])
         meta = dict(item["image"].meta)
         boxes = np.asarray(boxes_to_original(item["region_boxes"].numpy(), meta), dtype=np.float64)
-        lesions = np.asarray(boxes_to_original(np.asarray(item.get("boxes") or [], dtype=np.float64).reshape(-1, 4), meta), dtype=np.float64)
+        raw_boxes = item.get("boxes")
+        raw_boxes = np.zeros((0, 4)) if raw_boxes is None else np.asarray(raw_boxes, dtype=np.float64).reshape(-1, 4)
+        lesions = np.asarray(boxes_to_original(raw_boxes, meta), dtype=np.float64)
         common = {
             "label": np.asarray(item["label"]).astype(int).reshape(-1),
             "boxes": boxes,
             "lesions": lesions.reshape(-1, 4),
-            "lesion_labels": np.asarray(item.get("box_labels") or [], dtype=int),
+            "lesion_labels": np.asarray([] if item.get("box_labels") is None else item["box_labels"], dtype=int).reshape(-1),
         }
         random_scores = rng.uniform(size=(len(boxes), 2))
         references["chance"].append({**common, "prob": rng.uniform(size=2), "scores": random_scores})

@@ -163,3 +163,27 @@ def test_birads_mapping_without_3():
     assert birads_class("BI-RADS 3", BIRADS_CLASSES_WITHOUT_3) is None  # excluded (Bakalo et al. Sec. 5.1)
     assert [birads_class(v, BIRADS_CLASSES_WITHOUT_3) for v in ("1", "2", "4A", "5")] == ["normal", "benign", "malignant", "malignant"]
     assert IMAGE_LABELS["both"] == [1, 1] and IMAGE_LABELS["normal"] == [0, 0]
+
+
+def test_torchrun_training_and_distributed_evaluation_on_two_cpu_processes(smoke, tmp_path):
+    """multi_gpu_train.yaml under torchrun (gloo, 2 processes); multi_gpu_evaluate.yaml gives the
+    single-process metrics.json exactly (the records gathered back into dataset order)."""
+    tmp, _ = smoke
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle", "run"]
+    work = tmp_path / "ddp"
+    out = subprocess.run(
+        [*torchrun, "training", "--config_file", config_files("train.yaml", "multi_gpu_train.yaml", "smoke.yaml"), *dirs(work), "--phantom#cache_dir", str(tmp / "phantoms")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert (out.stdout + out.stderr).count("parameters identical on 2 ranks") == 2
+    assert {p.relative_to(work / "models").as_posix() for p in (work / "models").rglob("*") if p.is_file()} == {"model.pt", "resume/checkpoint.pt"}
+    files = ("train.yaml", "evaluate.yaml")
+    one = run_bundle(["evaluating", "--config_file", config_files(*files, "smoke.yaml"), *dirs(tmp), "--output_dir", str(tmp_path / "one"), "--eval#n_bootstrap", "10"])
+    two = subprocess.run(
+        [*torchrun, "evaluating", "--config_file", config_files(*files, "multi_gpu_evaluate.yaml", "smoke.yaml"), *dirs(tmp), "--output_dir", str(tmp_path / "two"), "--eval#n_bootstrap", "10"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert one.returncode == 0 and two.returncode == 0, (two.stdout + two.stderr)[-4000:]
+    assert json.loads((tmp_path / "one" / "metrics.json").read_text()) == json.loads((tmp_path / "two" / "metrics.json").read_text())
