@@ -65,7 +65,7 @@ def test_smoke_training_evaluation_and_inference_through_monai_bundle(smoke):
     tmp, trained = smoke
     assert "Metrics -- val_auroc_m_vs_bn" in trained.stdout and "Cls-Det best validation AUROC M vs BN" in trained.stdout
     checkpoint = torch.load(tmp / "models" / "model.pt", weights_only=True)
-    assert checkpoint["network_spec"]["init_args"]["mode"] == "cls_det_rs"
+    assert checkpoint["network_spec"]["mode"] == "cls_det_rs" and checkpoint["network_spec"]["_target_"] == "monai_mammo.networks.clsdet.ClsDetNet"
     run_bundle(["evaluating", "--config_file", config_files("train.yaml", "evaluate.yaml", "smoke.yaml"), *dirs(tmp), "--eval#n_bootstrap", "20"])
     metrics = json.loads((tmp / "eval" / "metrics.json").read_text())
     for key in ("auroc_m_vs_bn", "auroc_mb_vs_n", "pauc_ratio_m_vs_bn", "spec_at_sens_085_m_vs_bn", "spec_at_sens_090_m_vs_bn", "froc_m_vs_bn_sensitivity_at_1fp"):
@@ -165,9 +165,11 @@ def test_birads_mapping_without_3():
     assert IMAGE_LABELS["both"] == [1, 1] and IMAGE_LABELS["normal"] == [0, 0]
 
 
+@pytest.mark.slow
 def test_torchrun_training_and_distributed_evaluation_on_two_cpu_processes(smoke, tmp_path):
     """multi_gpu_train.yaml under torchrun (gloo, 2 processes); multi_gpu_evaluate.yaml gives the
-    single-process metrics.json exactly (the records gathered back into dataset order)."""
+    single-process metrics.json exactly (the records gathered back into dataset order).
+    Slow (about 50 s on 2 cores: three more process starts): --run-slow."""
     tmp, _ = smoke
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "monai.bundle", "run"]
