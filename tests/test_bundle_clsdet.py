@@ -189,3 +189,24 @@ def test_torchrun_training_and_distributed_evaluation_on_two_cpu_processes(smoke
     )  # fmt: skip
     assert one.returncode == 0 and two.returncode == 0, (two.stdout + two.stderr)[-4000:]
     assert json.loads((tmp_path / "one" / "metrics.json").read_text()) == json.loads((tmp_path / "two" / "metrics.json").read_text())
+
+
+def test_inference_batch_skips_a_bad_file_and_writes_the_others(tmp_path):
+    from PIL import Image
+
+    from monai_mammo.engines.clsdet import infer_images
+    from monai_mammo.networks.clsdet import ClsDetNet
+
+    parser = parser_of("inference.yaml", "smoke.yaml", ckpt_dir=str(tmp_path))
+    preprocessing = parser.get_parsed_content("preprocessing")
+    good = tmp_path / "good.png"
+    array = np.zeros((120, 100), np.uint16)
+    array[10:110, :70] = 3000
+    Image.fromarray(array).save(good)
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom")
+    net = ClsDetNet(window=14, channels=(4, 8, 8), strides=(2, 2, 2)).eval()
+    results = infer_images(net, [{"image": str(good), "spacing": [1.12, 1.12]}, str(bad)], preprocessing, tmp_path / "out", chunk_size=4)
+    assert len(results) == 1 and results[0]["num_regions"] > 0
+    skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
+    assert skipped[0]["source"].endswith("bad.dcm") and skipped[0]["reason"]
