@@ -137,3 +137,49 @@ def test_verify_net_in_out_and_network_spec_round_trip(tmp_path):
     with eval_mode(net), eval_mode(rebuilt):
         assert torch.allclose(net(x)["image_prob"], rebuilt(x)["image_prob"])
     assert np.isfinite(rebuilt(x)["image_prob"].detach().numpy()).all()
+
+
+def test_weak_training_finds_a_planted_lesion_from_image_labels_alone():
+    """One region in 60 holds a disc (benign) or a cross (malignant); image labels only (Eq. 5).
+    The dual branch with RS must learn both image decisions (a check of the whole weak path:
+    region selection, masked detection, Eq. 3 and the loss)."""
+    from monai_mammo.losses.dual_branch import DualBranchLoss
+    from monai_mammo.metrics.classification import roc_auc
+
+    generator = torch.Generator().manual_seed(0)
+
+    def make(n: int, regions: int = 60, w: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.rand(n, regions, 1, w, w, generator=generator) * 0.5
+        y = torch.zeros(n, 2)
+        yy, xx = torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")
+        disc = (((yy - w / 2) ** 2 + (xx - w / 2) ** 2) < (w / 4) ** 2).float()
+        cross = (((yy - w // 2).abs() < 1) | ((xx - w // 2).abs() < 1)).float()
+        for i in range(n):
+            kind = i % 3  # 0 normal, 1 benign, 2 malignant
+            if kind:
+                j = int(torch.randint(regions, (1,), generator=generator))
+                x[i, j, 0] += 0.5 * (disc if kind == 1 else cross)
+                y[i, 0 if kind == 2 else 1] = 1.0  # label order (y_M, y_B)
+        return x, y
+
+    train_x, train_y = make(96)
+    test_x, test_y = make(48)
+    torch.manual_seed(0)
+    net = ClsDetNet(window=12, channels=(8, 16), strides=(2, 2), k=5)
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    loss = DualBranchLoss()
+    for _ in range(25):
+        for b in range(0, 96, 16):
+            value = loss(net(train_x[b : b + 16]), {"label": train_y[b : b + 16]})
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+    net.eval()
+    with torch.no_grad():
+        out = net(test_x)
+    assert roc_auc(out["image_prob"][:, 0], test_y[:, 0]) > 0.95
+    assert roc_auc(out["image_prob"].max(1).values, test_y.max(1).values) > 0.95
+    # and the malignant region score d_M peaks on the planted cross
+    malignant = torch.nonzero(test_y[:, 0]).reshape(-1)
+    planted = (test_x[malignant, :, 0].amax(dim=(-1, -2)) > 0.6).float().argmax(1)
+    assert (out["region_scores"][malignant, :, 0].argmax(1) == planted).float().mean() > 0.9
