@@ -244,6 +244,8 @@ class SaveRegionsd(MapTransform):
         overlay_top_k: regions drawn. Default 20.
         original_coordinates: the regions are in original pixels. Default True.
         json_key: output key of the written JSON path. Default "detections_file".
+        extra_key: a data key holding a mapping whose entries join the JSON's top level (e.g. an
+            image-level probability); None (default): none.
     """
 
     def __init__(
@@ -259,8 +261,10 @@ class SaveRegionsd(MapTransform):
         overlay_top_k: int = 20,
         original_coordinates: bool = True,
         json_key: str = "detections_file",
+        extra_key: str | None = None,
     ) -> None:
         super().__init__(keys=[regions_key])
+        self.extra_key = extra_key
         self.output_dir = Path(output_dir)
         self.regions_key, self.field, self.spacing_key, self.image_key = regions_key, field, spacing_key, image_key
         self.map_key, self.map_name = map_key, map_name
@@ -286,6 +290,8 @@ class SaveRegionsd(MapTransform):
             f"num_{self.field}": len(regions),
             self.field: regions,
         }
+        if self.extra_key is not None and isinstance(d.get(self.extra_key), Mapping):
+            record.update({str(k): v for k, v in d[self.extra_key].items()})
         path = self.output_dir / f"{stem}.json"
         atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
         d[self.json_key] = str(path)

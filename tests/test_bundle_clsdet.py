@@ -206,7 +206,52 @@ def test_inference_batch_skips_a_bad_file_and_writes_the_others(tmp_path):
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(b"not a dicom")
     net = ClsDetNet(window=14, channels=(4, 8, 8), strides=(2, 2, 2)).eval()
-    results = infer_images(net, [{"image": str(good), "spacing": [1.12, 1.12]}, str(bad)], preprocessing, tmp_path / "out", chunk_size=4)
+    inferer = parser.get_parsed_content("inferer")
+    inferer.chunk_size = 4
+    results = infer_images(net, [{"image": str(good), "spacing": [1.12, 1.12]}, str(bad)], preprocessing, tmp_path / "out", inferer)
     assert len(results) == 1 and results[0]["num_regions"] > 0
     skipped = json.loads((tmp_path / "out" / "skipped.json").read_text())
     assert skipped[0]["source"].endswith("bad.dcm") and skipped[0]["reason"]
+
+
+def test_monai_mammo_predict_writes_findings_and_skips_a_bad_file(smoke, tmp_path):
+    """``monai-mammo predict --bundle clsdet`` (the metadata.json "predict" profile) on phantom
+    mammograms with the smoke weights: one findings JSON per image with the two probabilities and
+    boxes in original pixels, equal to the bundle's own inference; a truncated DICOM skipped and reported."""
+    import shutil
+
+    from monai_mammo.data.phantoms import synthesize
+    from monai_mammo.predict import EXIT_SKIPPED, read_skipped
+    from monai_mammo.predict_command import main
+
+    weights, _ = smoke
+    source = tmp_path / "phantoms"
+    synthesize("mammogram", source, n=2, seed=5, image_size=(256, 208), spacing_mm=1.12, syntax_probs=(1.0, 0.0, 0.0))
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    images = sorted((source / "images").glob("*.dcm"))
+    for path in images:
+        shutil.copy(path, archive / path.name)
+    (archive / "broken.dcm").write_bytes(images[0].read_bytes()[:4000])
+    overrides = {"ckpt_dir": str(weights / "models"), "spacing_mm": 1.12, "window": 14, "stride": 14, "cpu_threads": 1}
+    out = tmp_path / "out"
+    status = main(["--bundle", "clsdet", str(archive), "--out", str(out), "--no-progress", "--dicom-sr", "--dicom-seg", *[f"-O{k}={json.dumps(v)}" for k, v in overrides.items()]])
+    assert status == EXIT_SKIPPED
+    skipped = dict(read_skipped(out / "skipped.csv"))
+    assert list(skipped) == [str(archive / "broken.dcm")] and skipped[str(archive / "broken.dcm")]
+    records = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json")) if not p.name.endswith(".done.json") and not p.name.startswith("summary")}
+    assert sorted(records) == sorted(f"{p.stem}.json" for p in images)
+    assert all((out / f"{p.stem}.sr.dcm").is_file() and (out / f"{p.stem}.seg.dcm").is_file() for p in images)
+    record = records[f"{images[0].stem}.json"]
+    assert record["bundle"]["name"] == "clsdet" and record["coordinates"] == "original_pixels" and record["image_size"] == [256, 208]
+    assert 0.0 <= record["malignant_probability"] <= 1.0 and 0.0 <= record["benign_probability"] <= 1.0
+    assert record["num_boxes"] == len(record["boxes"]) > 0
+    assert all(f["class"] == f["label"] in ("malignant", "benign") and len(f["box"]) == 4 for f in record["boxes"])
+    assert all(0 <= f["box"][0] < f["box"][2] <= 208 and 0 <= f["box"][1] < f["box"][3] <= 256 for f in record["boxes"])
+    # the same numbers as the bundle's own inference (one code path: the bundle's inferer)
+    infer_dir = tmp_path / "infer"
+    run_bundle(["inferring", "--config_file", config_files("inference.yaml", "smoke.yaml"), "--ckpt_dir", str(weights / "models"), "--input_path", str(images[0]), "--output_dir", str(infer_dir)])
+    own = json.loads((infer_dir / "predictions.json").read_text())[0]
+    assert own["malignant_probability"] == pytest.approx(record["malignant_probability"], abs=1e-6)
+    assert [f["box"] for f in own["findings"]] == [f["box"] for f in record["boxes"]]
+    assert json.loads(Path(own["json"]).read_text())["boxes"] == record["boxes"]

@@ -39,6 +39,8 @@ from monai_mammo.region_labels import BENIGN, IGNORE, MALIGNANT, region_labels
 from monai_mammo.tiling import iter_crops, tile_boxes
 
 __all__ = [
+    "breast_region_boxes",
+    "BreastRegionInferer",
     "TileRegionsd",
     "RegionLabelsd",
     "RandRegionDihedrald",
@@ -62,6 +64,92 @@ REGION_KEYS = ("regions", "region_boxes", "region_labels")
 
 def _meta(value: Any) -> dict[str, Any]:
     return dict(value.meta) if isinstance(value, MetaTensor) else {}
+
+
+def breast_region_boxes(
+    size: Sequence[int], mask: Any, window: int, stride: int, min_fraction: float, source: Any = "image"
+) -> np.ndarray:
+    """The region boxes ``(M, 4)`` of an image of ``size`` (H, W): windows of ``window`` pixels every
+    ``stride`` pixels with at least ``min_fraction`` of the window in ``mask``
+    (:func:`monai_mammo.tiling.tile_boxes`); every window, with a warning naming ``source``, when
+    none lies in the mask. :class:`TileRegionsd` and :class:`BreastRegionInferer` tile with it.
+
+    >>> mask = torch.zeros(1, 8, 12); mask[:, :, :6] = 1
+    >>> breast_region_boxes((8, 12), mask, 4, 4, 0.5).tolist()
+    [[0, 0, 4, 4], [4, 0, 8, 4], [0, 4, 4, 8], [4, 4, 8, 8]]
+    """
+    height, width = int(size[0]), int(size[1])
+    boxes = tile_boxes((height, width), int(window), int(stride), mask, float(min_fraction))
+    if len(boxes) == 0:
+        logger.warning("%s: no %d-pixel window lies in the breast mask; using every window", source, window)
+        boxes = tile_boxes((height, width), int(window), int(stride))
+    return np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+
+
+class BreastRegionInferer:
+    """The bundle's inferer, ``inferer(images, network)``: each preprocessed image ``(C, H, W)`` of the
+    batch ``(B, C, H, W)`` gets a breast mask (:class:`~monai_mammo.transforms.breast.BreastMaskd`,
+    as in the preprocessing), is tiled into its breast regions (:func:`breast_region_boxes`, as
+    :class:`TileRegionsd` tiles for training) and goes through
+    :meth:`monai_mammo.networks.clsdet.ClsDetNet.predict_image`, ``chunk_size`` regions per encoder
+    call, so the crops never exist all at once. ``inference.yaml``'s ``run``, its ``evaluator`` and
+    ``monai-mammo predict`` all infer through it.
+
+    Returns the network's dict for the batch, region counts padded to the largest: ``image_prob``
+    ``(B, 2)``, ``region_scores`` ``(B, R, 2)``, ``region_valid`` ``(B, R)`` and ``region_boxes``
+    ``(B, R, 4)`` (the boxes on the preprocessed grid; :class:`RegionDetectionsd` maps them back).
+
+    Example::
+
+        >>> from monai_mammo.networks.clsdet import ClsDetNet
+        >>> net = ClsDetNet(window=8, channels=(4,), strides=(2,)).eval()
+        >>> image = torch.zeros(1, 1, 32, 24); image[..., 4:28, :12] = 1.0
+        >>> out = BreastRegionInferer(window=8, stride=8, chunk_size=2)(image, net)
+        >>> tuple(out["image_prob"].shape), out["region_boxes"].shape[1] == out["region_scores"].shape[1] > 0
+        ((1, 2), True)
+
+    Args:
+        window, stride, min_fraction: as :class:`TileRegionsd` (the training values).
+        chunk_size: regions per encoder call. Default 64.
+        breast_mask: compute the breast mask (True, default) or tile the whole image.
+    """
+
+    def __init__(self, window: int = 28, stride: int = 14, min_fraction: float = 0.5, chunk_size: int = 64, breast_mask: bool = True) -> None:
+        from monai_mammo.transforms.breast import BreastMaskd
+
+        self.window, self.stride, self.min_fraction, self.chunk_size = int(window), int(stride), float(min_fraction), int(chunk_size)
+        self.masker = BreastMaskd(keys="image") if breast_mask else None
+
+    @torch.no_grad()
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        outputs, all_boxes = [], []
+        for i in range(inputs.shape[0]):
+            image = inputs[i]
+            source = _meta(image).get("filename_or_obj", f"image {i}")
+            mask = None
+            if self.masker is not None:
+                cpu = image.detach().cpu()
+                cpu = cpu if isinstance(cpu, MetaTensor) else MetaTensor(cpu)
+                mask = self.masker({"image": MetaTensor(cpu.as_tensor().float(), meta=dict(cpu.meta))})["breast_mask"]
+            boxes = breast_region_boxes(image.shape[-2:], mask, self.window, self.stride, self.min_fraction, source)
+            tensor = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+            outputs.append(network.predict_image(tensor.float(), boxes, chunk_size=self.chunk_size))
+            all_boxes.append(torch.as_tensor(boxes, dtype=torch.int64, device=tensor.device))
+        most = max((len(b) for b in all_boxes), default=0)
+        device = inputs.device
+        scores, valid, boxes = [], [], []
+        for out, box in zip(outputs, all_boxes):
+            r = len(box)
+            score = out["region_scores"][0]
+            scores.append(torch.cat([score, score.new_zeros(most - r, *score.shape[1:])]))
+            valid.append(torch.arange(most, device=device) < r)
+            boxes.append(torch.cat([box, box.new_zeros(most - r, 4)]))
+        return {
+            "image_prob": torch.cat([out["image_prob"] for out in outputs]),
+            "region_scores": torch.stack(scores),
+            "region_valid": torch.stack(valid),
+            "region_boxes": torch.stack(boxes),
+        }
 
 
 class TileRegionsd(MapTransform):
@@ -112,11 +200,7 @@ class TileRegionsd(MapTransform):
             image = d[key]
             height, width = image.shape[-2:]
             mask = d.get(self.mask_key) if self.mask_key else None
-            boxes = tile_boxes((height, width), self.window, self.stride, mask, self.min_fraction)
-            if len(boxes) == 0:
-                source = _meta(image).get("filename_or_obj", key)
-                logger.warning("%s: no %d-pixel window lies in the breast mask; using every window", source, self.window)
-                boxes = tile_boxes((height, width), self.window, self.stride)
+            boxes = breast_region_boxes((height, width), mask, self.window, self.stride, self.min_fraction, _meta(image).get("filename_or_obj", key))
             tensor = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
             crops = torch.cat([c for _, c in iter_crops(tensor.float(), boxes, chunk_size=len(boxes))], dim=0)
             d[self.regions_key] = MetaTensor(crops, meta=_meta(image)) if isinstance(image, MetaTensor) else crops
@@ -343,7 +427,7 @@ def _detections(scores: np.ndarray, boxes: np.ndarray, meta: Mapping[str, Any], 
         regions = Regions(points=centres, scores={"d": scores[:, column]}, boxes=boxes)
         regions = regions.select(regions.score > min_score)  # d_c = 0 outside the selected regions: not a finding
         for record in nms_regions(regions, iou_threshold=iou, max_regions=max_per_class).to_original(meta).to_records([]):
-            record["class"], record["label_value"] = name, value
+            record["class"], record["label"], record["label_value"] = name, name, value
             records.append(record)
     return sorted(records, key=lambda r: -r["score"])
 
@@ -352,10 +436,11 @@ class RegionDetectionsd(MapTransform):
     """Inference output of one image: the two image probabilities and the region detections.
 
     ``pred_key`` holds the network's dict for this image (decollated: no batch dimension;
-    ``image_prob`` ``(2,)``, ``region_scores`` ``(R, 2)``, ``region_valid`` ``(R,)``), ``boxes_key``
-    its region boxes. Writes ``result_key`` = ``{"malignant_probability": p(y_M), "benign_probability":
-    p(y_B)}`` and ``findings_key``: ``{"x", "y", "box", "score" (d_c, Eq. 13), "class",
-    "label_value" (1 benign, 2 malignant)}`` in the stored image's pixels (the meta's
+    ``image_prob`` ``(2,)``, ``region_scores`` ``(R, 2)``, ``region_valid`` ``(R,)``; ``region_boxes`` ``(R, 4)`` when
+    :class:`BreastRegionInferer` tiled the image), else ``boxes_key`` holds its region boxes. Writes
+    ``spacing_key`` (the stored image's spacing, for :class:`~monai_mammo.writers.SaveRegionsd`), ``result_key`` = ``{"malignant_probability": p(y_M), "benign_probability":
+    p(y_B)}`` and ``findings_key``: ``{"x", "y", "box", "score" (d_c, Eq. 13), "class" and "label"
+    ("malignant" / "benign"), "label_value" (1 benign, 2 malignant)}`` in the stored image's pixels (the meta's
     ``pixel_to_original``), the ``max_per_class`` best of each class with d_c > ``min_score`` after NMS (IoU ``nms_iou``).
 
     Example::
@@ -377,21 +462,27 @@ class RegionDetectionsd(MapTransform):
         max_per_class: int = 3,
         min_score: float = 0.0,
         nms_iou: float = 0.3,
+        spacing_key: str = "pred_spacing",
     ) -> None:
         super().__init__(keys=[pred_key])
-        self.pred_key, self.boxes_key, self.ref_key = pred_key, boxes_key, ref_key
+        self.pred_key, self.boxes_key, self.ref_key, self.spacing_key = pred_key, boxes_key, ref_key, spacing_key
         self.findings_key, self.result_key = findings_key, result_key
         self.max_per_class, self.min_score, self.nms_iou = int(max_per_class), float(min_score), float(nms_iou)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         pred = d[self.pred_key]
-        boxes = np.asarray(torch.as_tensor(d[self.boxes_key]).cpu(), dtype=np.float64).reshape(-1, 4)
+        source = pred["region_boxes"] if "region_boxes" in pred else d[self.boxes_key]  # BreastRegionInferer's
+        boxes = np.asarray(torch.as_tensor(source).cpu(), dtype=np.float64).reshape(-1, 4)
         scores = torch.as_tensor(pred["region_scores"]).detach().cpu().double().numpy().reshape(-1, 2)[: len(boxes)]
         valid = torch.as_tensor(pred.get("region_valid", torch.ones(len(scores), dtype=torch.bool))).cpu().numpy().astype(bool)[: len(boxes)]
         prob = torch.as_tensor(pred["image_prob"]).reshape(-1).tolist()
-        d[self.findings_key] = _detections(scores[valid], boxes[valid], _meta(d.get(self.ref_key)), self.max_per_class, self.min_score, self.nms_iou)
+        from monai_mammo.regions import original_spacing
+
+        meta = _meta(d.get(self.ref_key))
+        d[self.findings_key] = _detections(scores[valid], boxes[valid], meta, self.max_per_class, self.min_score, self.nms_iou)
         d[self.result_key] = {"malignant_probability": float(prob[0]), "benign_probability": float(prob[1])}
+        d[self.spacing_key] = original_spacing(meta) if meta else None
         return d
 
 
@@ -620,26 +711,29 @@ def infer_images(
     inputs: Sequence[str | os.PathLike | Mapping[str, Any]],
     preprocessing: Sequence[Callable] | Callable,
     output_dir: str | os.PathLike,
+    inferer: Callable[[torch.Tensor, torch.nn.Module], Mapping[str, torch.Tensor]],
     device: torch.device | str = "cpu",
-    chunk_size: int = 64,
     max_per_class: int = 3,
     min_score: float = 0.0,
     save_png: bool = False,
+    writer: Callable | None = None,
 ) -> list[dict[str, Any]]:
     """Full mammograms in; per image ``<output_dir>/<name>.json`` with the two image probabilities
     and the detections (boxes in original pixels, class, d_c score), an overlay PNG with
     ``save_png``; ``predictions.json`` lists them all and ``skipped.json`` the unreadable inputs
-    with the reason. The regions go through the network ``chunk_size`` at a time.
+    with the reason. Each image goes through ``inferer(image, network)`` (the bundle's
+    :class:`BreastRegionInferer`: tiling and chunked regions), then :class:`RegionDetectionsd` and
+    ``writer`` (default: a :class:`~monai_mammo.writers.SaveRegionsd` as the bundle's ``writer``).
     """
     from monai_mammo.bundle_utils import strip_image_suffix
-    from monai_mammo.regions import original_spacing
     from monai_mammo.writers import SaveRegionsd
 
     transform = preprocessing if callable(preprocessing) else Compose(list(preprocessing))
     network.eval()
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    saver = SaveRegionsd(out_dir, regions_key="pred_regions", field="findings", write_overlay=save_png, overlay_top_k=2 * max_per_class)
+    if writer is None:
+        writer = SaveRegionsd(out_dir, regions_key="pred_regions", field="boxes", extra_key="probabilities", write_overlay=save_png, overlay_top_k=2 * max_per_class)
     detector = RegionDetectionsd(max_per_class=max_per_class, min_score=min_score)
     results, skipped = [], []
     for entry in inputs:
@@ -654,18 +748,13 @@ def infer_images(
             skipped.append({"source": str(item.get("image")), "reason": reason})
             continue
         image = d["image"]
-        crops = d["regions"]
-        boxes = np.asarray(torch.as_tensor(d["region_boxes"]), dtype=np.int64)
-        # regions in chunks: the crops exist once, the encoder sees chunk_size at a time
-        codes = [network.encode(torch.as_tensor(crops[i : i + chunk_size]).to(device)) for i in range(0, len(crops), chunk_size)]
-        phi = torch.cat(codes, 0)[None] if codes else torch.zeros(1, 0, network.shared[0].out_features, device=device)
-        out = network.heads(phi)
+        out = inferer(image[None].to(device), network)
         d["pred"] = {k: v[0] for k, v in out.items()}
         d = detector(d)
+        d = writer(d)
         meta = _meta(image)
-        d["pred_spacing"] = original_spacing(meta)
-        d = saver(d)
-        record = {"source": str(meta.get("filename_or_obj", item.get("image"))), **d["probabilities"], "num_regions": int(len(boxes)), "findings": d["pred_regions"], "json": d["detections_file"]}
+        num_regions = int(torch.as_tensor(d["pred"]["region_valid"]).sum())
+        record = {"source": str(meta.get("filename_or_obj", item.get("image"))), **d["probabilities"], "num_regions": num_regions, "findings": d["pred_regions"], "json": d["detections_file"]}
         if save_png:
             record["png"] = str(out_dir / f"{strip_image_suffix(Path(record['source']).name)}_overlay.png")
         results.append(record)
