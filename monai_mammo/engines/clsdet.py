@@ -687,12 +687,19 @@ def evaluate_bundle(
     result = compute_metrics(records, n_bootstrap, seed)
     write_report(output_dir, result, eval_description)
     m = result["metrics"]
+
+    def f(value: Any) -> float:  # an undefined metric (one class in the test set: None) logs as nan
+        return float("nan") if value is None else float(value)
+
+    def ci(key: str) -> list[float]:
+        return [f(v) for v in (m.get(key) or [None, None])]
+
     logger.info(
         "Cls-Det test (%d images): AUROC M vs BN %.3f [%.3f, %.3f], MB vs N %.3f [%.3f, %.3f]; pAUCR %.3f; "
         "spec@.85 %.3f, spec@.90 %.3f; FROC sens @1 FP/image M vs BN %.3f, MB vs N %.3f -> %s",
-        m["n_images"], m["auroc_m_vs_bn"], *m["auroc_m_vs_bn_ci"], m["auroc_mb_vs_n"], *m["auroc_mb_vs_n_ci"],
-        m["pauc_ratio_m_vs_bn"], m["spec_at_sens_085_m_vs_bn"], m["spec_at_sens_090_m_vs_bn"],
-        m["froc_m_vs_bn_sensitivity_at_1fp"], m["froc_mb_vs_n_sensitivity_at_1fp"], output_dir,
+        m["n_images"], f(m["auroc_m_vs_bn"]), *ci("auroc_m_vs_bn_ci"), f(m["auroc_mb_vs_n"]), *ci("auroc_mb_vs_n_ci"),
+        f(m["pauc_ratio_m_vs_bn"]), f(m["spec_at_sens_085_m_vs_bn"]), f(m["spec_at_sens_090_m_vs_bn"]),
+        f(m["froc_m_vs_bn_sensitivity_at_1fp"]), f(m["froc_mb_vs_n_sensitivity_at_1fp"]), output_dir,
     )  # fmt: skip
     return m
 
