@@ -20,10 +20,11 @@ patient-wise cross-validation. :func:`run_cross_validation` does that with a bun
    ``n_defined`` and the per-fold values (:func:`summarize_folds`); ``folds.json`` holds the fold
    of each patient.
 
-Command (``extra`` config files, e.g. ``smoke.yaml``, are merged last, as on the bundle's CLI)::
+Command (``monai-mammo cross-validate`` or ``python -m monai_mammo.cross_validation``; ``--extra``
+config files, e.g. ``smoke.yaml``, are merged last, as on the bundle's CLI)::
 
-    python -m monai_mammo.cross_validation --bundle clsdet --n_folds 5 --output_dir cv
-    python -m monai_mammo.cross_validation --bundle clsdet --n_folds 2 --output_dir cv \\
+    monai-mammo cross-validate --bundle clsdet --n_folds 5 --output_dir cv
+    monai-mammo cross-validate --bundle clsdet --n_folds 2 --output_dir cv \\
         --extra bundles/clsdet/configs/smoke.yaml -O eval#n_bootstrap=20
 """
 
@@ -42,7 +43,7 @@ from typing import Any
 
 from monai_mammo.atomic_io import atomic_write_json
 
-__all__ = ["image_class", "patient_folds", "fold_datalist", "summarize_folds", "run_cross_validation", "main"]
+__all__ = ["image_class", "patient_folds", "fold_datalist", "summarize_folds", "run_cross_validation", "configure_parser", "run", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -326,29 +327,39 @@ def run_cross_validation(
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m monai_mammo.cross_validation --bundle NAME --output_dir DIR [--n_folds 5] ...``."""
-    ap = argparse.ArgumentParser(prog="python -m monai_mammo.cross_validation", description=__doc__.split("\n\n")[0])
+def configure_parser(ap: argparse.ArgumentParser) -> None:
+    """The arguments of ``monai-mammo cross-validate`` (and ``python -m monai_mammo.cross_validation``)."""
     ap.add_argument("--bundle", required=True, help="bundle name (e.g. clsdet) or folder")
-    ap.add_argument("--output_dir", required=True, type=Path)
-    ap.add_argument("--n_folds", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val_fraction", type=float, default=0.15)
-    ap.add_argument("--extra", action="append", default=[], metavar="CONFIG", help="config file merged last (repeatable)")
-    ap.add_argument("-O", dest="overrides", action="append", default=[], metavar="KEY=JSON", help="config override (repeatable)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--output_dir", required=True, type=Path, help="fold<f>/, folds.json and cv_metrics.json go here")
+    ap.add_argument("--n_folds", type=int, default=5, help="folds (default 5, as Bakalo et al.)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the fold assignment (default 0)")
+    ap.add_argument("--val_fraction", type=float, default=0.15, help="validation share of the training folds' patients (default 0.15)")
+    ap.add_argument("--extra", action="append", default=[], metavar="CONFIG", help="config file merged last, e.g. the bundle's smoke.yaml (repeatable)")
+    ap.add_argument("-O", dest="overrides", action="append", default=[], metavar="KEY=JSON", help="config override for training and evaluation (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the cross-validation asked in ``args`` (see :func:`configure_parser`); 0 when done."""
     overrides = {}
     for entry in args.overrides:
         key, sep, value = entry.partition("=")
         if not sep:
-            ap.error(f"-O {entry!r}: expected KEY=VALUE")
+            raise SystemExit(f"-O {entry!r}: expected KEY=VALUE")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
             overrides[key] = value
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_cross_validation(args.bundle, args.output_dir, n_folds=args.n_folds, seed=args.seed, val_fraction=args.val_fraction, extra_configs=args.extra, overrides=overrides)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m monai_mammo.cross_validation --bundle NAME --output_dir DIR [--n_folds 5] ...``."""
+    ap = argparse.ArgumentParser(prog="python -m monai_mammo.cross_validation", description=__doc__.split("\n\n")[0])
+    configure_parser(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":  # pragma: no cover

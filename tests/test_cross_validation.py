@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from monai_mammo.cross_validation import fold_datalist, image_class, main, patient_folds, summarize_folds
+from monai_mammo.cli import main
+from monai_mammo.cross_validation import fold_datalist, image_class, patient_folds, summarize_folds
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def test_two_fold_smoke_cross_validation_of_clsdet(tmp_path: Path) -> None:
     evaluate.yaml evaluate on it (smoke.yaml merged last); cv_metrics.json has mean and sd."""
     out = tmp_path / "cv"
     status = main([
-        "--bundle", "clsdet", "--n_folds", "2", "--output_dir", str(out),
+        "cross-validate", "--bundle", "clsdet", "--n_folds", "2", "--output_dir", str(out),
         "--extra", str(REPO / "bundles/clsdet/configs/smoke.yaml"),
         "-O", f"phantom#cache_dir={json.dumps(str(tmp_path / 'phantoms'))}", "-O", "eval#n_bootstrap=20",
     ])  # fmt: skip
