@@ -48,6 +48,12 @@ def register_losses() -> list[Component]:
             "Kim et al. Eq. 7-9: smoothed aligned image vs anchor, pixel-wise L_e + perceptual L_p",
             family="tensor",
         ),
+        Component(
+            "dual_branch",
+            "monai_mammo.losses.dual_branch:DualBranchLoss",
+            "Cls-Det-RS weak (Eq. 5) / semi-supervised (Eqs. 8-12) loss on image probabilities and region labels (Bakalo et al. 2021)",
+            family="multitask",
+        ),
     ]
 
 
@@ -89,5 +95,15 @@ def register_metrics() -> list[Component]:
             "localization_accuracy",
             "monai_mammo.metrics.localization:LocalizationAccuracyMetric",
             "CAM -> components -> boxes; fraction of boxes hit at IoU 0.3/0.5/0.7 (Wang et al. 2017; Kim et al.)",
+        ),
+        Component(
+            "partial_auc_ratio",
+            "monai_mammo.metrics.classification:SpecificityAtSensitivityMetric",
+            "pAUCR over sensitivity [0.8, 1] (area / 0.2) with spec@sens 0.85 and 0.90 (Bakalo et al. 2021)",
+        ),
+        Component(
+            "localization_froc",
+            "monai_mammo.metrics.localization_froc:LocalizationFROCMetric",
+            "localization FROC at the classifier's 0.85-sensitivity operating point, IoM >= 0.5 (Bakalo et al. 2021 Sec. 5.3)",
         ),
     ]

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("generate deterministic synthetic phantoms (mammogram, roi, cxr) with a datalist", "monai_mammo.data.phantoms.command"),
     "datalist": ("turn a public dataset into a MONAI datalist JSON", "monai_mammo.data.datalist_command"),
     "predict": ("batch inference with a bundle over DICOM/PNG archives: JSON, DICOM SR/SEG, overlays", "monai_mammo.predict_command"),
+    "cross-validate": ("k-fold patient-wise stratified cross-validation of a bundle: cv_metrics.json (mean, sd)", "monai_mammo.cross_validation"),
 }
 
 

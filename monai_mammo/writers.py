@@ -144,6 +144,9 @@ class RegionsToLabeld(MapTransform):
         max_regions: draw at most this many (highest scores); None: all. Default 20.
         radius_mm: disc radius of point regions in mm. Default 0.5.
         label_value: value of the regions. Default 1.
+        value_key: a record field holding each region's own value (e.g. 1 benign, 2 malignant),
+            painted in increasing order so the higher value wins where regions overlap; None: every
+            region gets ``label_value``. Default None.
         label_app_layout: end in MONAI Label's ``(W, H)`` layout. Default True.
         result_key: where the findings go as JSON-ready data (``None``: not written). MONAI Label
             returns ``data["result"]`` as the JSON part of its reply (``output=json`` / ``all``):
@@ -163,9 +166,11 @@ class RegionsToLabeld(MapTransform):
         label_value: int = 1,
         label_app_layout: bool = True,
         result_key: str | None = "result",
+        value_key: str | None = None,
     ) -> None:
         super().__init__(keys=[regions_key])
         self.result_key = result_key
+        self.value_key = value_key
         self.regions_key, self.ref_key, self.label_key, self.spacing_key = regions_key, ref_key, label_key, spacing_key
         self.min_score, self.max_regions = float(min_score), max_regions
         self.radius_mm, self.label_value = float(radius_mm), int(label_value)
@@ -189,11 +194,16 @@ class RegionsToLabeld(MapTransform):
             }
         regions = regions[: self.max_regions]
         label = np.zeros((h, w), dtype=np.uint8)
-        boxes = [r["box"] for r in regions if r.get("box") is not None]
-        points = [[r["x"], r["y"]] for r in regions if r.get("box") is None]
-        draw_boxes(label, boxes, self.label_value)
         radii = [max(self.radius_mm / sp[0], 1.0), max(self.radius_mm / sp[1], 1.0)]  # type: ignore[index]
-        draw_discs(label, points, np.asarray([radii] * len(points)).reshape(-1, 2), self.label_value)
+        # per-record values (e.g. 1 benign, 2 malignant) are painted in increasing order: where
+        # regions overlap, the higher value (the more severe class) stays visible
+        values = sorted({int(r[self.value_key]) for r in regions}) if self.value_key else [self.label_value]
+        for value in values:
+            chosen = [r for r in regions if not self.value_key or int(r[self.value_key]) == value]
+            boxes = [r["box"] for r in chosen if r.get("box") is not None]
+            points = [[r["x"], r["y"]] for r in chosen if r.get("box") is None]
+            draw_boxes(label, boxes, value)
+            draw_discs(label, points, np.asarray([radii] * len(points)).reshape(-1, 2), value)
         out_meta = {k: meta[k] for k in ("filename_or_obj", "laterality", "view", "original_size") if k in meta}
         out_meta["spacing"] = [float(sp[0]), float(sp[1])]  # type: ignore[index]
         out_meta["affine"] = torch.diag(torch.tensor([sp[1], sp[0], 1.0], dtype=torch.float64))  # type: ignore[index]
@@ -234,6 +244,8 @@ class SaveRegionsd(MapTransform):
         overlay_top_k: regions drawn. Default 20.
         original_coordinates: the regions are in original pixels. Default True.
         json_key: output key of the written JSON path. Default "detections_file".
+        extra_key: a data key holding a mapping whose entries join the JSON's top level (e.g. an
+            image-level probability); None (default): none.
     """
 
     def __init__(
@@ -249,8 +261,10 @@ class SaveRegionsd(MapTransform):
         overlay_top_k: int = 20,
         original_coordinates: bool = True,
         json_key: str = "detections_file",
+        extra_key: str | None = None,
     ) -> None:
         super().__init__(keys=[regions_key])
+        self.extra_key = extra_key
         self.output_dir = Path(output_dir)
         self.regions_key, self.field, self.spacing_key, self.image_key = regions_key, field, spacing_key, image_key
         self.map_key, self.map_name = map_key, map_name
@@ -276,6 +290,8 @@ class SaveRegionsd(MapTransform):
             f"num_{self.field}": len(regions),
             self.field: regions,
         }
+        if self.extra_key is not None and isinstance(d.get(self.extra_key), Mapping):
+            record.update({str(k): v for k, v in d[self.extra_key].items()})
         path = self.output_dir / f"{stem}.json"
         atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
         d[self.json_key] = str(path)

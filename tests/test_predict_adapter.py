@@ -115,7 +115,7 @@ def test_dabnet_adapter_equals_run(images: list[Path], tmp_path: Path) -> None:
     assert {b["label"] for b in full["boxes"]} == {"mass"}
 
 
-@pytest.mark.parametrize("bundle", ["asn", "dabnet"])
+@pytest.mark.parametrize("bundle", ["asn", "dabnet", "clsdet"])
 def test_bundle_metadata_declares_its_predict_profile(bundle: str) -> None:
     """Each bundle's metadata.json says what it outputs, and names only what its inference.yaml has."""
     import importlib
@@ -137,7 +137,7 @@ def test_bundle_metadata_declares_its_predict_profile(bundle: str) -> None:
         module, _, name = profile.roi_items.rpartition(".")
         assert callable(getattr(importlib.import_module(module), name))
         assert all(config_id in parser for config_id in profile.roi_items_args.values())
-    expected = {"asn": ("points", "microcalcification", True, "pred"), "dabnet": ("boxes", "mass", False, None)}[bundle]
+    expected = {"asn": ("points", "microcalcification", True, "pred"), "dabnet": ("boxes", "mass", False, None), "clsdet": ("boxes", "finding", True, "pred")}[bundle]
     assert (profile.findings, profile.finding_label, profile.requires_spacing, profile.mask_key) == expected
 
 

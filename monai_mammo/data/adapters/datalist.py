@@ -155,6 +155,13 @@ DEFAULT_BIRADS_CLASSES: dict[str, str] = {
     "1": "normal", "2": "benign", "3": "benign", "4": "malignant", "5": "malignant", "6": "malignant",
 }
 
+#: BI-RADS -> class without BI-RADS 3 (Bakalo et al., Neurocomputing 2021, Sec. 5.1: BI-RADS 3 images
+#: are excluded, 1 normal, 2 benign, 4-5 malignant): a BI-RADS 3 image has no class and is reported
+#: and skipped. Pass it as an adapter's ``birads_classes``.
+BIRADS_CLASSES_WITHOUT_3: dict[str, str] = {
+    "1": "normal", "2": "benign", "4": "malignant", "5": "malignant", "6": "malignant",
+}
+
 #: image label [y_malignant, y_benign] per class name
 IMAGE_LABELS: dict[str, list[int]] = {
     "normal": [0, 0], "benign": [0, 1], "malignant": [1, 0], "both": [1, 1],
