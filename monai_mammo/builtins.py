@@ -42,6 +42,18 @@ def register_losses() -> list[Component]:
             "DAB-Net Eq. 4: L1 mass + L1 glands reconstruction on composites + BCE on all samples",
             family="multitask",
         ),
+        Component(
+            "latent_cadx",
+            "monai_mammo.losses.latentcadx:LatentCADxLoss",
+            "LatentCADx (An et al. 2021, Sec. 4.3): alpha CE + beta in-bounds + gamma out-of-bounds mask terms",
+            family="multitask",
+        ),
+        Component(
+            "latent_cadx_rpn",
+            "monai_mammo.losses.latentcadx:RegionProposalPretrainLoss",
+            "LatentCADx RPN pretraining (An et al. 2021, Sec. 4.1): per-cell 2-class CE + patch CE",
+            family="multitask",
+        ),
     ]
 
 
@@ -78,5 +90,25 @@ def register_metrics() -> list[Component]:
             "froc",
             "monai_mammo.metrics.froc:PointFROCMetric",
             "µC point FROC: recall at k false positives per image, hit radius in mm (Zhang et al. CVPR 2019)",
+        ),
+        Component(
+            "mask_overlap",
+            "monai_mammo.metrics.segmentation:MaskOverlapMetric",
+            "per-patch IoU / IoP / IoA / confused pixels / Dice of a thresholded mask (An et al. 2021, Sec. 5.2)",
+        ),
+        Component(
+            "segmentation_ap",
+            "monai_mammo.metrics.segmentation:SegmentationAPMetric",
+            "segmentation AP at an IoU threshold, one instance per patch (An et al. 2021, Sec. 5.1)",
+        ),
+        Component(
+            "average_precision",
+            "monai_mammo.metrics.segmentation:AveragePrecisionMetric",
+            "classification average precision (area under the precision-recall steps)",
+        ),
+        Component(
+            "f1",
+            "monai_mammo.metrics.segmentation:F1ScoreMetric",
+            "F1 score at a probability threshold",
         ),
     ]
