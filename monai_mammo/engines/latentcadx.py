@@ -256,8 +256,13 @@ def evaluate_bundle(
         models[name] = load_network(path, device)
     models.update({name: name for name in floors})
     summary: dict[str, Any] = {"description": eval_description, "n_bootstrap": int(n_bootstrap), "models": {}}
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     for name, network in models.items():
         p = patch_predictions(network, dataloader, device)
+        if distributed:  # multi_gpu_evaluate.yaml: each rank predicted its shard; every rank gets all rows
+            shards: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(shards, p)
+            p = {k: np.concatenate([shard[k] for shard in shards]) for k in p}
         entry: dict[str, Any] = {"n_patches": int(len(p["label"])), "n_positive": int(p["label"].sum())}
         entry["overall"] = _with_ci(p, np.arange(len(p["label"])), n_bootstrap, seed)
         for lesion_type in ("mass", "calcification"):
@@ -272,6 +277,8 @@ def evaluate_bundle(
         )  # fmt: skip
     if "latentcadx" in summary["models"]:  # the headline keys at the top level (the bundle issue's names)
         summary.update({k: v for k, v in summary["models"]["latentcadx"]["overall"].items()})
+    if distributed and torch.distributed.get_rank() > 0:
+        return summary  # rank 0 writes
     atomic_write_json(output_file, summary, default=float)
     logger.info("LatentCADx evaluation written to %s", output_file)
     return summary
