@@ -99,3 +99,14 @@ def test_baselines_output_mask_logits(factory):
     net = factory()
     assert net(torch.rand(2, 1, 64, 64)).shape == (2, 1, 64, 64)
     assert hasattr(net, "init_args")  # their checkpoints carry the constructor arguments
+
+
+def test_input_norm_makes_patch_and_tile_contrast_independent_of_the_window():
+    torch.manual_seed(0)
+    net = LatentCADxNet(**TINY, input_norm=True).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        a, b = net(x), net(3.0 * x + 0.5)  # another window / density: same standardised patch
+    torch.testing.assert_close(a["mask"], b["mask"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a["logit"], b["logit"], rtol=1e-4, atol=1e-4)
+    assert not any(k.startswith("input_norm") for k in net.state_dict())  # no weights: old checkpoints load

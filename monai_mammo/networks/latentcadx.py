@@ -100,6 +100,9 @@ class LatentCADxNet(nn.Module):
             ``(64, 32, 16, 16, 8)`` (paper: decreasing from 2048, ending near 8; widths not given).
         skips: use the encoder's skips (stride 16, 8, 4 and 2 features). Default True (paper: yes).
         dropout: dropout before the classification layer. Default 0.0.
+        input_norm: standardise each input patch (instance norm without affine terms) before the
+            encoder, so a patch and a sliding-window tile see the same contrast whatever the
+            image's density and window. Default False (the paper feeds [0, 1] optical density).
 
     Input height and width must be multiples of 32. ``forward(x, output=...)`` returns:
     ``"dict"`` (default) ``{"logit": (B, 1), "mask": (B, 1, H, W) sigmoid, "rpn": (B, 2, H/32, W/32)}``;
@@ -116,8 +119,10 @@ class LatentCADxNet(nn.Module):
         decoder_channels: Sequence[int] = (64, 32, 16, 16, 8),
         skips: bool = True,
         dropout: float = 0.0,
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.input_norm = nn.InstanceNorm2d(in_channels, affine=False) if input_norm else nn.Identity()
         if block not in ("basic", "bottleneck"):
             raise ValueError(f"LatentCADxNet: block must be 'basic' or 'bottleneck', got {block!r}")
         if len(layers) != 4 or len(block_inplanes) != 4:
@@ -171,7 +176,7 @@ class LatentCADxNet(nn.Module):
             raise ValueError(f"LatentCADxNet: input must be (B, C, H, W) with H and W multiples of 32, got {tuple(x.shape)}")
         if output not in LATENTCADX_OUTPUTS:
             raise ValueError(f"LatentCADxNet: output must be one of {LATENTCADX_OUTPUTS}, got {output!r}")
-        features = self.encoder(x)
+        features = self.encoder(self.input_norm(x))
         logit = self.classifier(features[4])
         if output == "logit":
             return logit
@@ -200,7 +205,7 @@ class LatentFCN(nn.Module):
         (2, 1, 64, 64)
 
     Args:
-        in_channels, block, layers, block_inplanes: the encoder, as in :class:`LatentCADxNet`.
+        in_channels, block, layers, block_inplanes, input_norm: as in :class:`LatentCADxNet`.
 
     Returns mask logits ``(B, 1, H, W)`` (a ``"tensor"``-family loss such as Dice + BCE trains it).
     """
@@ -211,8 +216,10 @@ class LatentFCN(nn.Module):
         block: str = "basic",
         layers: Sequence[int] = (1, 1, 1, 1),
         block_inplanes: Sequence[int] = (16, 32, 64, 128),
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.input_norm = nn.InstanceNorm2d(in_channels, affine=False) if input_norm else nn.Identity()
         self.encoder = _Encoder(in_channels, block, layers, block_inplanes)
         self.score = nn.Conv2d(self.encoder.channels[4], 1, kernel_size=1)
         self.up = UpSample(2, 1, 1, scale_factor=32, mode="nontrainable", interp_mode="bilinear", align_corners=False)
@@ -220,7 +227,7 @@ class LatentFCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[-1] % 32 or x.shape[-2] % 32:
             raise ValueError(f"LatentFCN: input must be (B, C, H, W) with H and W multiples of 32, got {tuple(x.shape)}")
-        return self.up(self.score(self.encoder(x)[4]))
+        return self.up(self.score(self.encoder(self.input_norm(x))[4]))
 
 
 @records_init_args()
@@ -239,14 +246,17 @@ class CoarseMaskUNet(nn.Module):
         channels: widths per level. Default ``(16, 32, 64, 128)``.
         strides: down-sampling per level. Default: 2 between every level.
         num_res_units: residual units per block. Default 1.
+        input_norm: as in :class:`LatentCADxNet`. Default False.
     """
 
-    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128), strides: Sequence[int] | None = None, num_res_units: int = 1) -> None:
+    def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128), strides: Sequence[int] | None = None,
+                 num_res_units: int = 1, input_norm: bool = False) -> None:  # fmt: skip
         super().__init__()
         from monai.networks.nets import UNet
 
+        self.input_norm = nn.InstanceNorm2d(in_channels, affine=False) if input_norm else nn.Identity()
         strides = tuple(strides) if strides is not None else (2,) * (len(channels) - 1)
         self.unet = UNet(spatial_dims=2, in_channels=in_channels, out_channels=1, channels=tuple(channels), strides=strides, num_res_units=num_res_units)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.unet(x)
+        return self.unet(self.input_norm(x))
