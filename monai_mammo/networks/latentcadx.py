@@ -247,16 +247,19 @@ class CoarseMaskUNet(nn.Module):
         strides: down-sampling per level. Default: 2 between every level.
         num_res_units: residual units per block. Default 1.
         input_norm: as in :class:`LatentCADxNet`. Default False.
+        norm: the U-Net's normalisation. Default ``"batch"``, as Buda et al.'s U-Net (the paper's
+            baseline); MONAI's default instance norm barely trained in this bundle's short schedule.
     """
 
     def __init__(self, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128), strides: Sequence[int] | None = None,
-                 num_res_units: int = 1, input_norm: bool = False) -> None:  # fmt: skip
+                 num_res_units: int = 1, input_norm: bool = False, norm: str = "batch") -> None:  # fmt: skip
         super().__init__()
         from monai.networks.nets import UNet
 
         self.input_norm = nn.InstanceNorm2d(in_channels, affine=False) if input_norm else nn.Identity()
         strides = tuple(strides) if strides is not None else (2,) * (len(channels) - 1)
-        self.unet = UNet(spatial_dims=2, in_channels=in_channels, out_channels=1, channels=tuple(channels), strides=strides, num_res_units=num_res_units)
+        self.unet = UNet(spatial_dims=2, in_channels=in_channels, out_channels=1, channels=tuple(channels), strides=strides,
+                         num_res_units=num_res_units, norm=norm)  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet(self.input_norm(x))
