@@ -49,13 +49,13 @@ def main() -> None:
 
     spec = dict(image_size=(4096, 3328), spacing_mm=0.07, p_mass=1.0, p_calc_cluster=1.0, mass_diameter_mm=(4.0, 10.0),
                 under_drawn_fraction=0.1, coarse_area_ratio_mass=(1.5, 2.5), coarse_area_ratio_calc=(2.5, 4.0),
-                views_per_patient=1, split=(0.0, 0.0, 1.0))  # fmt: skip
+                views_per_patient=1)  # fmt: skip
     t0 = time.perf_counter()
     datalist = ensure_phantoms("mammogram", args.cache, args.images, 5, **spec)
     generation_s = time.perf_counter() - t0
     out = Path(args.out or tempfile.mkdtemp(prefix="lcx_fullres_"))
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inferring", "--config_file", str(BUNDLE / "configs" / "inference.yaml"),
-           "--input_path", str(datalist), "--ckpt_path", args.ckpt, "--output_dir", str(out), "--cpu_threads", args.threads]  # fmt: skip
+           "--input_path", str(datalist), "--datalist_keys", "['training', 'validation', 'test']", "--ckpt_path", args.ckpt, "--output_dir", str(out), "--cpu_threads", args.threads]  # fmt: skip
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": args.threads, "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -63,7 +63,8 @@ def main() -> None:
     if result.returncode:
         raise SystemExit(result.stdout[-3000:] + result.stderr[-3000:])
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    items = json.loads(datalist.read_text())["test"]
+    content = json.loads(datalist.read_text())
+    items = content["training"] + content["validation"] + content["test"]
     dices, outline_dices, n_lesions = [], [], []
     for item in items:
         stem = Path(item["image"]).stem
