@@ -134,6 +134,7 @@ def test_monai_label_postprocessing_gives_a_uint8_label_in_its_layout():
     assert 120 <= int(d["pred"].sum()) <= 170  # the 12 x 12 stored pixels of the 6 x 6 patch, edges bilinear
     [lesion] = d["pred_lesions"]
     assert lesion["box"] == [4.0, 8.0, 16.0, 20.0] and lesion["score"] == pytest.approx(0.8)
+    assert d["result"]["boxes"] == d["pred_lesions"] and d["result"]["coordinates"] == "original_pixels"
 
 
 def test_plugin_components_by_name():

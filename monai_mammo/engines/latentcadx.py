@@ -313,8 +313,9 @@ class LesionMapd(MapTransform):
     Writes ``prob_key`` (``(1, H, W)`` float on the stored image's grid, bilinear from the working
     grid: the preprocessing only resamples, so the grids span the same field of view),
     ``regions_key`` (records ``x, y, box, score`` (peak probability), ``area`` in original pixels),
-    ``spacing_key`` and, with ``label_to_pred``, replaces ``pred`` with the uint8 ``(1, H, W)`` label
-    (1 = lesion) that MONAI Label writes.
+    ``spacing_key``, ``result_key`` (the same records for MONAI Label's JSON reply) and, with
+    ``label_to_pred``, replaces ``pred`` with the uint8 ``(1, H, W)`` label (1 = lesion) that
+    MONAI Label writes.
 
     Example::
 
@@ -336,8 +337,10 @@ class LesionMapd(MapTransform):
         threshold: float = 0.5,
         min_area: int = 4,
         label_to_pred: bool = True,
+        result_key: str | None = "result",
     ) -> None:
         super().__init__(keys=[pred_key])
+        self.result_key = result_key
         self.pred_key, self.image_key, self.prob_key, self.regions_key, self.spacing_key = pred_key, image_key, prob_key, regions_key, spacing_key
         self.threshold, self.min_area, self.label_to_pred = float(threshold), int(min_area), bool(label_to_pred)
 
@@ -355,6 +358,8 @@ class LesionMapd(MapTransform):
         regions = regions_from_map(pred[0, 0].numpy(), threshold=self.threshold, min_area=self.min_area, score="max", score_name="probability", boxes=True)
         d[self.regions_key] = regions.to_original(meta).to_records()
         d[self.spacing_key] = original_spacing(meta) if meta else None
+        if self.result_key:  # MONAI Label returns it as the JSON part of an infer reply
+            d[self.result_key] = {"boxes": d[self.regions_key], "spacing": d[self.spacing_key], "coordinates": "original_pixels"}
         d[self.prob_key] = full[0]
         if self.label_to_pred:
             d[self.pred_key] = (full[0] > self.threshold).to(torch.uint8)
