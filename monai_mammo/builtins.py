@@ -54,6 +54,18 @@ def register_losses() -> list[Component]:
             "Cls-Det-RS weak (Eq. 5) / semi-supervised (Eqs. 8-12) loss on image probabilities and region labels (Bakalo et al. 2021)",
             family="multitask",
         ),
+        Component(
+            "latent_cadx",
+            "monai_mammo.losses.latentcadx:LatentCADxLoss",
+            "LatentCADx (An et al. 2021, Sec. 4.3): alpha CE + beta in-bounds + gamma out-of-bounds mask terms",
+            family="multitask",
+        ),
+        Component(
+            "latent_cadx_rpn",
+            "monai_mammo.losses.latentcadx:RegionProposalPretrainLoss",
+            "LatentCADx RPN pretraining (An et al. 2021, Sec. 4.1): per-cell 2-class CE + patch CE",
+            family="multitask",
+        ),
     ]
 
 
@@ -105,5 +117,25 @@ def register_metrics() -> list[Component]:
             "localization_froc",
             "monai_mammo.metrics.localization_froc:LocalizationFROCMetric",
             "localization FROC at the classifier's 0.85-sensitivity operating point, IoM >= 0.5 (Bakalo et al. 2021 Sec. 5.3)",
+        ),
+        Component(
+            "mask_overlap",
+            "monai_mammo.metrics.segmentation:MaskOverlapMetric",
+            "per-patch IoU / IoP / IoA / confused pixels / Dice of a thresholded mask (An et al. 2021, Sec. 5.2)",
+        ),
+        Component(
+            "segmentation_ap",
+            "monai_mammo.metrics.segmentation:SegmentationAPMetric",
+            "segmentation AP at an IoU threshold, one instance per patch (An et al. 2021, Sec. 5.1)",
+        ),
+        Component(
+            "average_precision",
+            "monai_mammo.metrics.segmentation:AveragePrecisionMetric",
+            "classification average precision (area under the precision-recall steps)",
+        ),
+        Component(
+            "f1",
+            "monai_mammo.metrics.segmentation:F1ScoreMetric",
+            "F1 score at a probability threshold",
         ),
     ]

@@ -195,7 +195,7 @@ def test_accept_families_rejects_with_component_plugin_and_needed_family(tmp_pat
     message = str(excinfo.value)
     assert message.startswith("loss 'half_l1' (family 'tensor', plugin 'acme' of acme-losses) cannot be used here")
     assert "needs a loss of family 'multitask': " + hookspecs.FAMILIES["loss"]["multitask"] in message
-    assert message.endswith("Usable loss names: disentangle, dual_branch")
+    assert message.endswith("Usable loss names: disentangle, dual_branch, latent_cadx, latent_cadx_rpn")
     # several accepted families: both named, every usable loss listed
     with pytest.raises(IncompatibleComponentError) as excinfo:
         registry.build_loss("disentangle", accept_families=["pixel_masks", "tensor"])

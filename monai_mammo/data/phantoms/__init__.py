@@ -95,6 +95,10 @@ def phantom_cache_key(kind: str, n: int, seed: int, **options: Any) -> str:
     _, options_class = _resolve(kind)
     _check_options(kind, options_class, options)
     resolved = options_class(**options).__dict__
+    # options added later with metadata {"cache_key": "omit_default"} stay out of the key at their
+    # default, so sets cached before they existed keep their key (and their files)
+    fields = options_class.__dataclass_fields__
+    resolved = {k: v for k, v in resolved.items() if not (fields[k].metadata.get("cache_key") == "omit_default" and v == fields[k].default)}
     text = json.dumps(_canonical({"kind": kind, "n": int(n), "seed": int(seed), "options": resolved, "version": GENERATOR_VERSION}), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -99,6 +99,10 @@ class MammogramOptions:
             least this (default 0.5).
         under_drawn_fraction: fraction of hand-drawn outlines drawn too small (default 0.15).
         coarse_margin_mm: range of the hand-drawn outline margin in mm (default (1.0, 5.0)).
+        coarse_area_ratio_mass: None (default: ``coarse_margin_mm`` sets the margin) or a range
+            (lo, hi): a mass's outline margin is drawn so that the outline's area is about ``k`` times
+            the mass's, ``k`` uniform in the range, per lesion (LatentCADx: 1.5-4x; tight on masses).
+        coarse_area_ratio_calc: the same for µC clusters (area of the cluster's disc; loose outlines).
         marker_probability: probability of a burned-in view marker (default 0.9).
         monochrome1_fraction: fraction of images stored MONOCHROME1 (inverted; default 0.3).
         syntax_probs: probabilities of (uncompressed, RLE Lossless, JPEG 2000 Lossless)
@@ -132,6 +136,9 @@ class MammogramOptions:
     obscured_threshold: float = 0.5
     under_drawn_fraction: float = 0.15
     coarse_margin_mm: tuple[float, float] = (1.0, 5.0)
+    # added after the asn / dabnet sets were cached: left out of the cache key while at their default
+    coarse_area_ratio_mass: tuple[float, float] | None = field(default=None, metadata={"cache_key": "omit_default"})
+    coarse_area_ratio_calc: tuple[float, float] | None = field(default=None, metadata={"cache_key": "omit_default"})
     marker_probability: float = 0.9
     monochrome1_fraction: float = 0.3
     syntax_probs: tuple[float, float, float] = (0.5, 0.25, 0.25)
@@ -357,6 +364,8 @@ def render_view(rng: np.random.Generator, plan: PatientPlan, view: str, opts: Ma
         mass_diameters.append(round(float(spec["diameter_mm"]), 3))
         spicule_reach = max((s[1] for s in shape.spicules), default=0.0) * 0.3
         margin = rng.uniform(*opts.coarse_margin_mm) / spacing + spicule_reach
+        if opts.coarse_area_ratio_mass is not None:  # area k x the mass's: (r + m)^2 = k r^2
+            margin = float(shape.radius.mean()) * (np.sqrt(rng.uniform(*opts.coarse_area_ratio_mass)) - 1.0)
         polygon = hand_drawn_polygon(rng, cx, cy, shape.radius_at, margin, under_drawn=rng.uniform() < opts.under_drawn_fraction)
         coarse_order.append((radius, polygon, label))
 
@@ -410,6 +419,8 @@ def render_view(rng: np.random.Generator, plan: PatientPlan, view: str, opts: Ma
         centre = member.mean(axis=0)
         reach = float(np.max(np.hypot(*(member - centre).T))) + max(c.diameter_mm for c in calcs) / spacing
         margin = rng.uniform(*opts.coarse_margin_mm) / spacing
+        if opts.coarse_area_ratio_calc is not None:
+            margin = reach * (np.sqrt(rng.uniform(*opts.coarse_area_ratio_calc)) - 1.0)
         polygon = hand_drawn_polygon(rng, float(centre[0]), float(centre[1]), lambda t, r=reach: np.full_like(t, r), margin, under_drawn=rng.uniform() < opts.under_drawn_fraction)
         coarse_order.append((reach, polygon, 3))
 
