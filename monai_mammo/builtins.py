@@ -130,12 +130,12 @@ def register_metrics() -> list[Component]:
         ),
         Component(
             "average_precision",
-            "monai_mammo.metrics.segmentation:AveragePrecisionMetric",
+            "monai_mammo.metrics.classification:AveragePrecisionMetric",
             "classification average precision (area under the precision-recall steps)",
         ),
         Component(
             "f1",
-            "monai_mammo.metrics.segmentation:F1ScoreMetric",
+            "monai_mammo.metrics.classification:F1ScoreMetric",
             "F1 score at a probability threshold",
         ),
     ]

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from monai_mammo.metrics.classification import average_precision, f1_score
 from monai_mammo.metrics.segmentation import (
     MaskOverlapMetric,
     SegmentationAPMetric,
-    average_precision,
     dice_iou,
-    f1_score,
     overlap_measures,
     segmentation_average_precision,
 )

@@ -34,14 +34,8 @@ from monai.transforms import MapTransform
 
 from monai_mammo.atomic_io import atomic_write_bytes, atomic_write_json
 from monai_mammo.inferers.breast_sliding_window import MaskedSlidingWindowInferer
-from monai_mammo.metrics.classification import roc_auc
-from monai_mammo.metrics.segmentation import (
-    average_precision,
-    dice_iou,
-    f1_score,
-    overlap_measures,
-    segmentation_average_precision,
-)
+from monai_mammo.metrics.classification import average_precision, f1_score, roc_auc
+from monai_mammo.metrics.segmentation import dice_iou, overlap_measures, segmentation_average_precision
 
 __all__ = [
     "MaskTargetPrepareBatch",

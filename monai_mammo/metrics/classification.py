@@ -5,7 +5,9 @@ operating points and partial AUC.
   bootstrap CI over cases, as the DAB-Net bundle reports its held-out figures;
 * Bakalo et al. (Neurocomputing 2021) report AUROC, the partial-AUC ratio (pAUCR) over the
   high-sensitivity range [0.8, 1], and specificity at sensitivity 0.85 and 0.90; the functions and
-  the metric below compute them from scores and binary labels.
+  the metric below compute them from scores and binary labels;
+* An et al. (LatentCADx, Front. Big Data 2021) report classification AP and F1
+  (:func:`average_precision`, :func:`f1_score` and their metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ __all__ = [
     "specificity_at_sensitivity",
     "partial_auc_ratio",
     "SpecificityAtSensitivityMetric",
+    "average_precision",
+    "f1_score",
+    "AveragePrecisionMetric",
+    "F1ScoreMetric",
 ]
 
 
@@ -166,3 +172,63 @@ class SpecificityAtSensitivityMetric(CumulativeIterationMetric):
         result = {f"spec@{s:g}": specificity_at_sensitivity(scores_np, labels_np, s) for s in self.sensitivities}
         result["pauc_ratio"] = partial_auc_ratio(scores_np, labels_np, self.min_sensitivity)
         return result
+
+
+def average_precision(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Classification AP: ``Σ_k (R_k − R_{k−1}) P_k`` over the distinct score thresholds (the
+    non-interpolated step area, as scikit-learn's ``average_precision_score``). NaN without positives.
+
+    >>> average_precision([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0])   # 1/2 * 1 + 1/2 * 2/3
+    0.8333333333333333
+    """
+    s, y = np.asarray(scores, np.float64).reshape(-1), np.asarray(labels).reshape(-1).astype(bool)
+    n_pos = int(y.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]  # last index of each distinct threshold
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def f1_score(scores: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> float:
+    """F1 of the predictions ``score >= threshold``; 0 when there is no true positive.
+
+    >>> f1_score([0.9, 0.8, 0.2, 0.6], [1, 0, 1, 0])   # tp 1, fp 2, fn 1
+    0.4
+    """
+    s, y = np.asarray(scores, np.float64).reshape(-1), np.asarray(labels).reshape(-1).astype(bool)
+    pred = s >= threshold
+    tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
+    return 0.0 if tp == 0 else float(2 * tp / (2 * tp + fp + fn))
+
+
+class _ScoreLabelMetric(CumulativeIterationMetric):
+    def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return torch.stack([torch.as_tensor(y_pred).reshape(-1).double(), torch.as_tensor(y).reshape(-1).double()], 1)
+
+    def _scores_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        data = torch.as_tensor(self.get_buffer()).reshape(-1, 2).cpu().numpy()
+        return data[:, 0], data[:, 1].astype(int)
+
+
+class AveragePrecisionMetric(_ScoreLabelMetric):
+    """Classification AP (:func:`average_precision`); ``y_pred`` scores, ``y`` 0/1 labels."""
+
+    def aggregate(self) -> float:  # type: ignore[override]
+        return average_precision(*self._scores_labels())
+
+
+class F1ScoreMetric(_ScoreLabelMetric):
+    """F1 at a probability threshold (:func:`f1_score`); ``y_pred`` probabilities, ``y`` 0/1 labels."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = float(threshold)
+
+    def aggregate(self) -> float:  # type: ignore[override]
+        scores, labels = self._scores_labels()
+        return f1_score(scores, labels, self.threshold)
