@@ -15,37 +15,15 @@ import numpy as np
 import pytest
 import torch
 
+from bundle_runner import BundleRunner
+
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "dabnet"
 CONFIGS = BUNDLE / "configs"
 
 
-def config_files(*names: str) -> str:
-    """A --config_file value: files of configs/, in order."""
-    return str([f"bundles/dabnet/configs/{name}" for name in names])
-
-
-def run_bundle(args: list[str], expect_ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=600
-    )
-    if expect_ok:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def dirs(tmp: Path) -> list[str]:
-    return ["--phantom#cache_dir", str(tmp / "phantoms"), "--ckpt_dir", str(tmp / "models"), "--output_dir", str(tmp / "eval")]
-
-
-def parser_of(*names: str, **overrides):
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config([str(CONFIGS / name) for name in names])
-    parser.update({"bundle_root": str(BUNDLE), **overrides})
-    return parser
+RUNNER = BundleRunner("dabnet")
+config_files, run_bundle, dirs, parser_of = RUNNER.config_files, RUNNER.run, RUNNER.dirs, RUNNER.parser
 
 
 @pytest.fixture(scope="module")
