@@ -33,6 +33,8 @@ __all__ = [
     "load_items",
     "inference_items",
     "set_cpu_threads",
+    "root_cause",
+    "SkippedInputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -241,3 +243,58 @@ def set_cpu_threads(threads: int | str | None = "auto") -> int:
     torch.set_num_threads(max(int(threads), 1))
     logger.info("torch CPU threads: %d", torch.get_num_threads())
     return torch.get_num_threads()
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first exception of a chain: MONAI's ``Compose`` wraps a transform's own error in a
+    ``RuntimeError``, and the user needs the original one (which file, which field).
+
+    >>> try:
+    ...     try:
+    ...         raise ValueError("a.dcm: no PixelSpacing")
+    ...     except ValueError as inner:
+    ...         raise RuntimeError("applying transform") from inner
+    ... except RuntimeError as outer:
+    ...     print(repr(root_cause(outer)))
+    ValueError('a.dcm: no PixelSpacing')
+    """
+    seen = {id(error)}
+    while error.__cause__ is not None and id(error.__cause__) not in seen:
+        error = error.__cause__
+        seen.add(id(error))
+    return error
+
+
+class SkippedInputs:
+    """The inputs a batch inference could not read, with why: a batch never dies on one bad file.
+
+    ``add(source, error)`` logs a warning and records ``{"source", "reason"}`` (the reason from the
+    :func:`root_cause`); ``write(out_dir)`` writes ``skipped.json`` atomically when anything was
+    skipped.
+
+    >>> skipped = SkippedInputs()
+    >>> skipped.add("bad.dcm", RuntimeError("applying transform"))
+    >>> len(skipped), skipped.records
+    (1, [{'source': 'bad.dcm', 'reason': 'RuntimeError: applying transform'}])
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def add(self, source: Any, error: BaseException) -> None:
+        cause = root_cause(error)
+        reason = f"{type(cause).__name__}: {cause}"
+        logger.warning("skipped %s: %s", source, reason)
+        self.records.append({"source": str(source), "reason": reason})
+
+    def write(self, out_dir: str | os.PathLike) -> Path | None:
+        if not self.records:
+            return None
+        from monai_mammo.atomic_io import atomic_write_json
+
+        path = Path(out_dir) / "skipped.json"
+        atomic_write_json(path, self.records, indent=1)
+        return path

@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monai_mammo.bundle_utils import root_cause
 from monai_mammo.atomic_io import atomic_write_bytes, atomic_write_json
 from monai_mammo.inputs import CheckResult, InputChecker, InputItem, assign_output_names, discover_inputs, shard
 
@@ -210,15 +211,6 @@ def _peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
 # ----------------------------------------------------------------------------------- one image
 
 
-def _root_cause(error: BaseException) -> BaseException:
-    """The first exception of a chain (MONAI wraps a transform's error in RuntimeErrors)."""
-    seen = {id(error)}
-    while error.__cause__ is not None and id(error.__cause__) not in seen:
-        error = error.__cause__
-        seen.add(id(error))
-    return error
-
-
 class _ImageProcessor:
     """Checks, predicts and writes one image at a time (one per process: the network loads once)."""
 
@@ -279,7 +271,7 @@ class _ImageProcessor:
         try:
             prediction = self.predictor.predict(item.as_data())
         except Exception as error:  # noqa: BLE001 - one image must not stop the batch
-            cause = _root_cause(error)
+            cause = root_cause(error)
             if isinstance(cause, RadiographReadError):
                 return "skipped", f"unreadable image ({cause.reason})"
             logger.debug("%s: inference failed", item.path, exc_info=True)
@@ -288,7 +280,7 @@ class _ImageProcessor:
             refused = self._write(item, check, prediction)
         except Exception as error:  # noqa: BLE001
             logger.debug("%s: writing the outputs failed", item.path, exc_info=True)
-            cause = _root_cause(error)
+            cause = root_cause(error)
             return "skipped", f"writing the outputs failed ({type(cause).__name__}: {cause})"
         return "done", refused
 

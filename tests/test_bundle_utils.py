@@ -242,4 +242,20 @@ def test_module_lists_what_it_exports():
         "load_items",
         "inference_items",
         "set_cpu_threads",
+        "root_cause",
+        "SkippedInputs",
     }
+
+
+def test_skipped_inputs_write_the_root_cause_only_when_something_was_skipped(tmp_path):
+    skipped = bundle_utils.SkippedInputs()
+    assert skipped.write(tmp_path) is None and not (tmp_path / "skipped.json").exists()
+    try:
+        try:
+            raise ValueError("bad.dcm: Modality CT is not MG")
+        except ValueError as inner:
+            raise RuntimeError("applying transform LoadRadiographd") from inner
+    except RuntimeError as outer:
+        skipped.add(tmp_path / "bad.dcm", outer)
+    path = skipped.write(tmp_path)
+    assert json.loads(path.read_text()) == [{"source": str(tmp_path / "bad.dcm"), "reason": "ValueError: bad.dcm: Modality CT is not MG"}]

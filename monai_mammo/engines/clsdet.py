@@ -34,6 +34,7 @@ from monai.data import MetaTensor, list_data_collate
 from monai.engines.utils import PrepareBatch
 from monai.transforms import Compose, MapTransform, Randomizable
 
+from monai_mammo.bundle_utils import SkippedInputs
 from monai_mammo.atomic_io import atomic_write_json
 from monai_mammo.region_labels import BENIGN, IGNORE, MALIGNANT, region_labels
 from monai_mammo.tiling import iter_crops, tile_boxes
@@ -742,17 +743,13 @@ def infer_images(
     if writer is None:
         writer = SaveRegionsd(out_dir, regions_key="pred_regions", field="boxes", extra_key="probabilities", write_overlay=save_png, overlay_top_k=2 * max_per_class)
     detector = RegionDetectionsd(max_per_class=max_per_class, min_score=min_score)
-    results, skipped = [], []
+    results, skipped = [], SkippedInputs()
     for entry in inputs:
         item = {"image": str(entry)} if isinstance(entry, (str, os.PathLike)) else dict(entry)
         try:
             d = transform(item)
         except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
-            while exc.__cause__ is not None:
-                exc = exc.__cause__
-            reason = f"{type(exc).__name__}: {exc}"
-            logger.warning("skipped %s: %s", item.get("image"), reason)
-            skipped.append({"source": str(item.get("image")), "reason": reason})
+            skipped.add(item.get("image"), exc)
             continue
         image = d["image"]
         out = inferer(image[None].to(device), network)
@@ -766,7 +763,6 @@ def infer_images(
             record["png"] = str(out_dir / f"{strip_image_suffix(Path(record['source']).name)}_overlay.png")
         results.append(record)
     atomic_write_json(out_dir / "predictions.json", results, default=float)
-    if skipped:
-        atomic_write_json(out_dir / "skipped.json", skipped)
+    skipped.write(out_dir)
     logger.info("Cls-Det inference: %d image(s) -> %s; %d skipped", len(results), out_dir / "predictions.json", len(skipped))
     return results

@@ -35,6 +35,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose, MapTransform, SpatialCrop
 
+from monai_mammo.bundle_utils import SkippedInputs
 from monai_mammo.atomic_io import atomic_write_json
 from monai_mammo.bundle_utils import load_items
 from monai_mammo.checkpoints import load_network_weights
@@ -335,16 +336,12 @@ def infer_rois(
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wants_png = save_png and getattr(network, "decoders", "none") != "none"
-    results, skipped = [], []
+    results, skipped = [], SkippedInputs()
     for index, item in enumerate(roi_items(inputs, crop_scale=crop_scale)):
         try:
             image = transform(dict(item))["image"]
         except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
-            while exc.__cause__ is not None:  # MONAI's Compose wraps the transform's own error
-                exc = exc.__cause__
-            reason = f"{type(exc).__name__}: {exc}"
-            logger.warning("skipped %s: %s", item["source"], reason)
-            skipped.append({"source": item["source"], "reason": reason})
+            skipped.add(item["source"], exc)
             continue
         x = (image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image))[None].to(device)
         out = network(x, return_reconstructions=True) if wants_png else network(x)
@@ -364,8 +361,7 @@ def infer_rois(
             record["png"] = name
         results.append(record)
     atomic_write_json(out_dir / "predictions.json", results, default=float)
-    if skipped:
-        atomic_write_json(out_dir / "skipped.json", skipped)
+    skipped.write(out_dir)
     logger.info("DAB-Net inference: %d ROI(s) -> %s; %d skipped", len(results), out_dir / "predictions.json", len(skipped))
     return results
 

@@ -30,6 +30,7 @@ from monai.metrics import CumulativeIterationMetric
 from monai.transforms import MapTransform
 from monai.utils import min_version, optional_import
 
+from monai_mammo.bundle_utils import SkippedInputs
 from monai_mammo.alignment import build_anchor, corner_error, invert_affine, warp
 from monai_mammo.atomic_io import atomic_write_json
 from monai_mammo.checkpoints import load_checkpoint, load_network_weights, unwrap_network, unwrap_state_dict
@@ -744,18 +745,14 @@ def infer_images(
     inferer = DiseaseMaskInferer()
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results, skipped = [], []
+    results, skipped = [], SkippedInputs()
     for entry in inputs:
         item = dict(entry) if isinstance(entry, Mapping) else {"image": str(entry)}
         source = str(item["image"])
         try:
             data = transform(item)
         except Exception as exc:  # noqa: BLE001 - one bad file must not end the batch
-            while exc.__cause__ is not None:
-                exc = exc.__cause__
-            reason = f"{type(exc).__name__}: {exc}"
-            logger.warning("skipped %s: %s", source, reason)
-            skipped.append({"source": source, "reason": reason})
+            skipped.add(source, exc)
             continue
         image = data["image"]
         x = torch.as_tensor(image)[None].float().to(device)
@@ -805,8 +802,7 @@ def infer_images(
                 record["cams"][name] = f"{stem}_cam_{name}.png"
         atomic_write_json(out_dir / f"{stem}.json", record, indent=1, default=float)
         results.append(record)
-    if skipped:
-        atomic_write_json(out_dir / "skipped.json", skipped, indent=1)
+    skipped.write(out_dir)
     logger.info("diseasemask inference: %d image(s) -> %s; %d skipped", len(results), out_dir, len(skipped))
     return results
 
